@@ -1,0 +1,1 @@
+"""Data: Parquet sources on fsspec, assignment, transforms, CTRBatch, resumable loader, synthetic data."""

@@ -1,0 +1,274 @@
+"""Sparse arch: every embedding of a schema in TorchRec modules, built on ``meta``.
+
+Notation: ``B`` batch, ``F`` pooled sparse features, ``D`` embedding dim, ``L`` sequence length (``maxlen``).
+
+Tables go to one of two TorchRec modules, decided once at construction:
+
+- ``ebc`` (``EmbeddingBagCollection``): tables whose features are all pooled with SUM or MEAN (single-valued
+  features, multi-hot bags). One fused lookup per batch once DMP shards it.
+- ``ec`` (``EmbeddingCollection``): tables read by a *sequence* feature (kept unpooled as ``(B, L, D)`` for
+  attention / RNN models), by a ``max`` combiner (EBC has no MAX pooling), or by features with mixed combiners.
+  A single-valued feature on such a table (a DIN target item sharing its table with the history) is pooled
+  from the EC output.
+
+DMP shards both modules and wraps the rest of the model in DDP; nothing here touches devices or processes.
+
+>>> from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat, DenseFeat
+>>> s = FeatureSchema((SparseFeat("a", 10, 4), VarLenSparseFeat(SparseFeat("b", 7, 4), maxlen=3), DenseFeat("x")))
+>>> arch = materialize(SparseArch(s))
+>>> kjt = KeyedJaggedTensor.from_lengths_sync(["a", "b"], torch.tensor([1, 2, 3, 1]), torch.tensor([1, 1, 2, 0]))
+>>> out = arch(kjt)
+>>> tuple(out.pooled.shape)
+(2, 2, 4)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+from torchrec import (
+    EmbeddingBagCollection,
+    EmbeddingBagConfig,
+    EmbeddingCollection,
+    EmbeddingConfig,
+    PoolingType,
+)
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
+
+from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
+
+META = torch.device("meta")
+
+
+@dataclass
+class SparseOutput:
+    """Output of :class:`SparseArch`.
+
+    Attributes:
+        pooled (Tensor | None): ``(B, F, D)`` pooled features in schema order; ``None`` when dims differ.
+        pooled_flat (Tensor): ``(B, sum_f D_f)`` the same values, concatenated in schema order.
+        sequences (dict[str, Tensor]): sequence feature -> ``(B, L, D)``, zero beyond each row's length.
+        seq_lengths (dict[str, Tensor]): sequence feature -> ``(B,)`` int lengths (``<= L``).
+    """
+
+    pooled: Optional[torch.Tensor]
+    pooled_flat: torch.Tensor
+    sequences: dict[str, torch.Tensor] = field(default_factory=dict)
+    seq_lengths: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _combiner(f: SparseFeat | VarLenSparseFeat) -> Optional[str]:
+    """Pooling a feature needs; ``None`` for single-valued features (any pooling gives the same vector)."""
+    return f.combiner if isinstance(f, VarLenSparseFeat) else None
+
+
+def _table_pooling(feats: list[SparseFeat | VarLenSparseFeat]) -> Optional[PoolingType]:
+    """SUM / MEAN when every multi-valued feature of a table agrees on it, else ``None`` (needs the EC)."""
+    combiners = {c for c in (_combiner(f) for f in feats) if c is not None}
+    if not combiners:
+        return PoolingType.SUM
+    if combiners == {"sum"}:
+        return PoolingType.SUM
+    if combiners == {"mean"}:
+        return PoolingType.MEAN
+    return None
+
+
+def _pool_jagged(jt: JaggedTensor, combiner: str, batch_size: int) -> torch.Tensor:
+    """Pool a ``JaggedTensor`` of ``(N, D)`` values with ``lengths (B,)`` into ``(B, D)``; empty rows give 0."""
+    values = jt.values()  # (N, D)
+    lengths = jt.lengths().long()  # (B,)
+    seg = torch.repeat_interleave(torch.arange(batch_size, device=values.device), lengths)  # (N,)
+    out = values.new_zeros(batch_size, values.shape[1])  # (B, D)
+    if combiner == "max":
+        out = out.index_reduce(0, seg, values, "amax", include_self=False)
+        return out
+    out = out.index_add(0, seg, values)
+    if combiner == "mean":
+        out = out / lengths.clamp(min=1).unsqueeze(1).to(out.dtype)
+    return out
+
+
+class SparseArch(nn.Module):
+    """All embedding tables of a schema; pooled ``(B, F, D)`` plus unpooled sequences.
+
+    Args:
+        schema (FeatureSchema): the features.
+        feature_names (Iterable[str] | None): sparse features this arch embeds (default: all of the schema's).
+        sequence_features (Iterable[str]): var-len features kept unpooled as ``(B, L, D)``.
+        table_prefix (str): prefix of TorchRec table names (two archs in one model need distinct names).
+
+    Call: ``forward(features: KeyedJaggedTensor) -> SparseOutput``. Extra KJT keys are ignored.
+    """
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        feature_names: Iterable[str] | None = None,
+        sequence_features: Iterable[str] = (),
+        table_prefix: str = "",
+    ) -> None:
+        super().__init__()
+        wanted = list(feature_names) if feature_names is not None else schema.sparse_names
+        feats = [schema.feature(n) for n in wanted]
+        for f in feats:
+            if not isinstance(f, (SparseFeat, VarLenSparseFeat)):
+                raise ValueError(f"feature {f.name!r} is not sparse; SparseArch embeds sparse features only")
+        seq = list(sequence_features)
+        for n in seq:
+            if not isinstance(schema.feature(n), VarLenSparseFeat):
+                raise ValueError(f"sequence feature {n!r} must be a VarLenSparseFeat")
+            if n not in wanted:
+                wanted.append(n)
+                feats.append(schema.feature(n))
+        self.schema = schema
+        self.sequence_names: list[str] = seq
+        self.pooled_names: list[str] = [f.name for f in feats if f.name not in seq]
+        self.maxlen: dict[str, int] = {n: schema.feature(n).maxlen for n in seq}  # type: ignore[union-attr]
+
+        by_table: dict[str, list[SparseFeat | VarLenSparseFeat]] = {}
+        for f in feats:
+            by_table.setdefault(f.embedding_name, []).append(f)  # type: ignore[arg-type]
+        specs = {t.name: t for t in schema.tables()}
+        bag_cfgs: list[EmbeddingBagConfig] = []
+        seq_cfgs: list[EmbeddingConfig] = []
+        ec_pooled: list[str] = []
+        for tname, tfeats in by_table.items():
+            spec = specs[tname]
+            pooling = _table_pooling(tfeats)
+            on_ec = pooling is None or any(f.name in seq for f in tfeats)
+            names = [f.name for f in tfeats]
+            if on_ec:
+                seq_cfgs.append(EmbeddingConfig(num_embeddings=spec.num_embeddings, embedding_dim=spec.embedding_dim,
+                                                name=table_prefix + tname, feature_names=names))
+                ec_pooled.extend(n for n in names if n not in seq)
+            else:
+                bag_cfgs.append(EmbeddingBagConfig(num_embeddings=spec.num_embeddings, embedding_dim=spec.embedding_dim,
+                                                   name=table_prefix + tname, feature_names=names, pooling=pooling))
+        self.ebc: Optional[EmbeddingBagCollection] = (
+            EmbeddingBagCollection(tables=bag_cfgs, device=META) if bag_cfgs else None
+        )
+        self.ec: Optional[EmbeddingCollection] = EmbeddingCollection(tables=seq_cfgs, device=META) if seq_cfgs else None
+        self.ec_pooled_names: list[str] = ec_pooled
+        self.combiners: dict[str, str] = {
+            f.name: (_combiner(f) or "sum") for f in feats  # type: ignore[misc]
+        }
+        # Order of pooled features as produced (EBC features in table order, then EC-pooled), and its
+        # permutation to schema order, as a flat column index over (B, sum D).
+        ebc_order = [n for c in bag_cfgs for n in c.feature_names]
+        produced = ebc_order + ec_pooled
+        dims = {f.name: f.embedding_dim for f in feats}
+        offsets, start = {}, 0
+        for n in produced:
+            offsets[n] = (start, dims[n])
+            start += dims[n]
+        cols = [i for n in self.pooled_names for i in range(offsets[n][0], offsets[n][0] + offsets[n][1])]
+        self.register_buffer("_perm", torch.tensor(cols, dtype=torch.long), persistent=False)
+        self._identity_perm = cols == list(range(len(cols)))
+        pooled_dims = {dims[n] for n in self.pooled_names}
+        self.uniform_dim: Optional[int] = pooled_dims.pop() if len(pooled_dims) == 1 else None
+        self.pooled_dims: list[int] = [dims[n] for n in self.pooled_names]
+
+    @property
+    def num_pooled(self) -> int:
+        """``F``: pooled features."""
+        return len(self.pooled_names)
+
+    def forward(self, features: KeyedJaggedTensor) -> SparseOutput:
+        B = features.stride()
+        parts: list[torch.Tensor] = []
+        if self.ebc is not None:
+            parts.append(self.ebc(features).values())  # (B, sum D_ebc)
+        sequences: dict[str, torch.Tensor] = {}
+        lengths: dict[str, torch.Tensor] = {}
+        if self.ec is not None:
+            jts = self.ec(features)  # dict[str, JaggedTensor]
+            for n in self.ec_pooled_names:
+                parts.append(_pool_jagged(jts[n], self.combiners[n], B))  # (B, D)
+            for n in self.sequence_names:
+                jt = jts[n]
+                L = self.maxlen[n]
+                sequences[n] = jt.to_padded_dense(desired_length=L, padding_value=0.0)  # (B, L, D)
+                lengths[n] = jt.lengths().clamp(max=L)  # (B,)
+        if parts:
+            flat = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (B, sum D)
+            if not self._identity_perm:
+                flat = flat.index_select(1, self._perm)  # (B, sum D) schema order
+        else:
+            flat = torch.zeros(B, 0, device=features.device())
+        pooled = flat.view(B, self.num_pooled, self.uniform_dim) if self.uniform_dim is not None else None  # (B, F, D)
+        return SparseOutput(pooled=pooled, pooled_flat=flat, sequences=sequences, seq_lengths=lengths)
+
+
+class LinearArch(nn.Module):
+    """DeepCTR's linear (wide) part: dim-1 tables per sparse feature plus a weight per dense value.
+
+    Args:
+        schema (FeatureSchema): the features.
+        feature_names (Iterable[str] | None): linear feature columns (default: all features of the schema).
+
+    Call: ``forward(dense: Tensor (B, n_dense), features: KeyedJaggedTensor) -> Tensor (B, 1)``.
+    Multi-valued features are pooled with their combiner (``max`` is taken as ``mean`` for the dim-1 tables).
+    """
+
+    def __init__(self, schema: FeatureSchema, feature_names: Iterable[str] | None = None) -> None:
+        super().__init__()
+        names = list(feature_names) if feature_names is not None else [f.name for f in schema.features]
+        sparse = [n for n in names if n in set(schema.sparse_names)]
+        dense = [n for n in names if n in set(schema.dense_names)]
+        by_table: dict[str, list[SparseFeat | VarLenSparseFeat]] = {}
+        for n in sparse:
+            f = schema.feature(n)
+            by_table.setdefault(f.embedding_name, []).append(f)  # type: ignore[union-attr,arg-type]
+        specs = {t.name: t for t in schema.tables()}
+        cfgs = []
+        for tname, tfeats in by_table.items():
+            pooling = _table_pooling(tfeats) or PoolingType.MEAN
+            cfgs.append(EmbeddingBagConfig(num_embeddings=specs[tname].num_embeddings, embedding_dim=1,
+                                           name="linear__" + tname, feature_names=[f.name for f in tfeats],
+                                           pooling=pooling))
+        self.ebc: Optional[EmbeddingBagCollection] = EmbeddingBagCollection(tables=cfgs, device=META) if cfgs else None
+        # Column mask selecting the chosen dense features out of the schema's dense tensor.
+        cols: list[int] = []
+        start = 0
+        for f in schema.dense_features:
+            if f.name in dense:
+                cols.extend(range(start, start + f.dimension))
+            start += f.dimension
+        self.register_buffer("_dense_cols", torch.tensor(cols, dtype=torch.long), persistent=False)
+        self._all_dense = cols == list(range(schema.n_dense))
+        self.dense_weight: Optional[nn.Linear] = nn.Linear(len(cols), 1, bias=False) if cols else None
+
+    def forward(self, dense: torch.Tensor, features: KeyedJaggedTensor) -> torch.Tensor:
+        B = features.stride()
+        logit = dense.new_zeros(B, 1)  # (B, 1)
+        if self.ebc is not None:
+            logit = logit + self.ebc(features).values().sum(dim=1, keepdim=True)  # (B, 1)
+        if self.dense_weight is not None:
+            x = dense if self._all_dense else dense.index_select(1, self._dense_cols)  # (B, n)
+            logit = logit + self.dense_weight(x)  # (B, 1)
+        return logit
+
+
+def materialize(module: nn.Module, device: torch.device | str = "cpu", seed: int | None = None) -> nn.Module:
+    """Allocate and initialise the meta-built embedding tables of ``module`` on ``device`` (unsharded use).
+
+    Only TorchRec embedding modules are built on ``meta`` (dense layers are ordinary CPU modules). Tables get
+    TorchRec's default init (uniform in ``±sqrt(1 / num_embeddings)``). Sharded training does not use this:
+    DMP allocates and initialises the shards itself.
+    """
+    dev = torch.device(device)
+    gen_state = None
+    if seed is not None:
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, (EmbeddingBagCollection, EmbeddingCollection)) and any(p.is_meta for p in m.parameters()):
+            m.to_empty(device=dev)
+            m.reset_parameters()
+    if gen_state is not None:
+        torch.random.set_rng_state(gen_state)
+    return module.to(dev)
