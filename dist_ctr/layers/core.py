@@ -1,0 +1,126 @@
+"""Core blocks: activations by name, ``DNN`` (the MLP tower every model uses), ``PredictionLayer``.
+
+Notation: ``B`` batch, ``N`` input width, ``H`` hidden width.
+
+>>> import torch
+>>> dnn = DNN(8, (16, 4), activation="relu", dropout_rate=0.0, use_bn=True)
+>>> tuple(dnn(torch.randn(3, 8)).shape)
+(3, 4)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["DNN", "PredictionLayer", "activation_layer"]
+
+
+def activation_layer(name: str | Callable[[], nn.Module] | nn.Module, hidden_size: int | None = None) -> nn.Module:
+    """Activation by DeepCTR's names: relu, sigmoid, tanh, prelu, dice, linear, leakyrelu, gelu, silu."""
+    if isinstance(name, nn.Module):
+        return name
+    if callable(name) and not isinstance(name, str):
+        return name()
+    key = name.lower()
+    if key == "relu":
+        return nn.ReLU()
+    if key == "sigmoid":
+        return nn.Sigmoid()
+    if key == "tanh":
+        return nn.Tanh()
+    if key == "prelu":
+        return nn.PReLU()
+    if key == "linear":
+        return nn.Identity()
+    if key == "leakyrelu":
+        return nn.LeakyReLU()
+    if key == "gelu":
+        return nn.GELU()
+    if key in ("silu", "swish"):
+        return nn.SiLU()
+    if key == "dice":
+        from dist_ctr.layers.activation import Dice  # noqa: PLC0415  (sequence helpers own Dice)
+
+        if hidden_size is None:
+            raise ValueError("activation 'dice' needs the hidden size")
+        return Dice(hidden_size)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class DNN(nn.Module):
+    """Fully connected tower: ``[Linear -> (BatchNorm) -> activation -> Dropout] x len(hidden_units)``.
+
+    Args:
+        inputs_dim (int): ``N``.
+        hidden_units (Sequence[int]): widths ``H_1..H_k``; empty means identity.
+        activation (str): see :func:`activation_layer`.
+        dropout_rate (float): dropout after each activation.
+        use_bn (bool): batch norm before each activation.
+        init_std (float): normal init std of the weights (DeepCTR's ``init_std``); biases start at 0.
+
+    Call: ``forward(x: Tensor (B, N)) -> Tensor (B, H_k)`` (also ``(..., N) -> (..., H_k)`` without BN).
+    """
+
+    def __init__(
+        self,
+        inputs_dim: int,
+        hidden_units: Sequence[int],
+        activation: str = "relu",
+        dropout_rate: float = 0.0,
+        use_bn: bool = False,
+        init_std: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        dims = [int(inputs_dim)] + [int(h) for h in hidden_units]
+        self.output_dim = dims[-1]
+        self.init_std = init_std
+        layers: list[nn.Module] = []
+        for i in range(len(hidden_units)):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if use_bn:
+                layers.append(nn.BatchNorm1d(dims[i + 1]))
+            layers.append(activation_layer(activation, dims[i + 1]))
+            if dropout_rate > 0:
+                layers.append(nn.Dropout(dropout_rate))
+        self.layers = nn.Sequential(*layers)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.layers:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, mean=0.0, std=self.init_std)
+                nn.init.zeros_(m.bias)
+
+    def weights(self) -> list[torch.Tensor]:
+        """Linear weight matrices (targets of ``l2_reg_dnn``)."""
+        return [m.weight for m in self.layers if isinstance(m, nn.Linear)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.layers) and any(isinstance(m, nn.BatchNorm1d) for m in self.layers) and x.dim() > 2:
+            lead = x.shape[:-1]
+            return self.layers(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)  # (..., H_k)
+        return self.layers(x)
+
+
+class PredictionLayer(nn.Module):
+    """DeepCTR's output layer: adds a bias; returns logits (the sigmoid belongs to prediction, not the model).
+
+    Args:
+        task (str): "binary" or "regression" (kept for DeepCTR compatibility; both return the raw value).
+        use_bias (bool): learn a scalar bias.
+
+    Call: ``forward(x: Tensor (B, 1)) -> Tensor (B, 1)``.
+    """
+
+    def __init__(self, task: str = "binary", use_bias: bool = True) -> None:
+        super().__init__()
+        if task not in ("binary", "regression", "multiclass"):
+            raise ValueError(f"task must be binary, multiclass or regression, got {task!r}")
+        self.task = task
+        self.bias = nn.Parameter(torch.zeros(1)) if use_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias if self.bias is not None else x
