@@ -41,6 +41,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
 
 META = torch.device("meta")
+LINEAR_DIM = 4  # width of the linear (wide) tables; see LinearArch
 
 
 @dataclass
@@ -211,7 +212,11 @@ class LinearArch(nn.Module):
         feature_names (Iterable[str] | None): linear feature columns (default: all features of the schema).
 
     Call: ``forward(dense: Tensor (B, n_dense), features: KeyedJaggedTensor) -> Tensor (B, 1)``.
-    Multi-valued features are pooled with their combiner (``max`` is taken as ``mean`` for the dim-1 tables).
+    Multi-valued features are pooled with their combiner (``max`` is taken as ``mean`` for the linear tables).
+
+    FBGEMM's fused kernels need table widths divisible by 4, so each "dim-1" weight is stored as a width-4 row
+    whose four values are summed: the same function class as DeepCTR's dim-1 linear embedding, at 4 parameters
+    per id (``LINEAR_DIM``). The memory cost is ``4 / D`` of the main tables.
     """
 
     def __init__(self, schema: FeatureSchema, feature_names: Iterable[str] | None = None) -> None:
@@ -227,7 +232,7 @@ class LinearArch(nn.Module):
         cfgs = []
         for tname, tfeats in by_table.items():
             pooling = _table_pooling(tfeats) or PoolingType.MEAN
-            cfgs.append(EmbeddingBagConfig(num_embeddings=specs[tname].num_embeddings, embedding_dim=1,
+            cfgs.append(EmbeddingBagConfig(num_embeddings=specs[tname].num_embeddings, embedding_dim=LINEAR_DIM,
                                            name="linear__" + tname, feature_names=[f.name for f in tfeats],
                                            pooling=pooling))
         self.ebc: Optional[EmbeddingBagCollection] = EmbeddingBagCollection(tables=cfgs, device=META) if cfgs else None
@@ -246,7 +251,7 @@ class LinearArch(nn.Module):
         B = features.stride()
         logit = dense.new_zeros(B, 1)  # (B, 1)
         if self.ebc is not None:
-            logit = logit + self.ebc(features).values().sum(dim=1, keepdim=True)  # (B, 1)
+            logit = logit + self.ebc(features).values().sum(dim=1, keepdim=True)  # (B, F * 4) -> (B, 1)
         if self.dense_weight is not None:
             x = dense if self._all_dense else dense.index_select(1, self._dense_cols)  # (B, n)
             logit = logit + self.dense_weight(x)  # (B, 1)

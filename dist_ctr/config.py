@@ -1,0 +1,176 @@
+"""Typed job configuration: ``jobs/*.yaml`` -> :class:`JobConfig` (strict: unknown keys are errors).
+
+A job names its schema (a preset or a file), its data (URLs, plus an optional synthetic data set to generate
+when absent), a registered model with its typed config, optimizers, the training loop, and where it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from dist_ctr.strict import ConfigError, from_dict
+
+
+@dataclass
+class SchemaSection:
+    """Exactly one of ``preset`` (with ``preset_args``) or ``path``."""
+
+    preset: Optional[str] = None
+    preset_args: dict[str, Any] = field(default_factory=dict)
+    path: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if (self.preset is None) == (self.path is None):
+            raise ConfigError("schema: give exactly one of 'preset' or 'path'")
+
+
+@dataclass
+class SynthSection:
+    """A synthetic data set generated under ``out`` before training when it does not exist yet."""
+
+    preset: str = "criteo-kaggle"
+    out: str = "runs/data/demo"
+    rows: int = 200_000
+    eval_rows: int = 50_000
+    shards: int = 4
+    row_group_rows: int = 16_384
+    seed: int = 7
+
+
+@dataclass
+class DataSection:
+    """``train`` / ``eval`` are loader configs (see ``dist_ctr.data.config.DataConfig``); with ``synth`` set and
+    no URL given, they default to the generated ``<out>/train`` and ``<out>/eval``."""
+
+    train: dict[str, Any] = field(default_factory=dict)
+    eval: Optional[dict[str, Any]] = None
+    synth: Optional[SynthSection] = None
+
+
+@dataclass
+class ModelSection:
+    name: str = "DCNMix"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SparseOptimConfig:
+    """Fused embedding optimizer applied in backward (FBGEMM TBE under DMP)."""
+
+    name: Literal["rowwise_adagrad", "adagrad", "adam", "sgd"] = "rowwise_adagrad"
+    lr: float = 0.05
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class DenseOptimConfig:
+    name: Literal["adam", "adagrad", "sgd", "adamw"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class OptimSection:
+    sparse: SparseOptimConfig = field(default_factory=SparseOptimConfig)
+    dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
+
+
+@dataclass
+class CheckpointSection:
+    dir: Optional[str] = None
+    every_steps: int = 0
+    keep: int = 2
+    resume: bool = True
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 1
+    max_steps: int = 0
+    log_every: int = 50
+    eval_every_steps: int = 0
+    progress: bool = True
+    baseline: bool = False
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+
+
+@dataclass
+class RaySection:
+    address: Optional[str] = None
+    num_workers: int = 2
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    storage_path: Optional[str] = None
+    max_failures: int = 0
+    report_every: int = 50
+
+
+@dataclass
+class DistributedSection:
+    world_size: int = 1
+    launcher: Literal["local", "spawn", "ray"] = "local"
+    sharding: dict[str, Any] = field(default_factory=dict)
+    ray: RaySection = field(default_factory=RaySection)
+
+
+@dataclass
+class JobConfig:
+    name: str
+    schema: SchemaSection
+    data: DataSection
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    seed: int = 0
+    output_dir: str = "runs"
+
+
+def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobConfig:
+    """Read and validate a job file; errors name the file and the key path."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"job file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: cannot parse YAML: {e}") from None
+    if overrides:
+        raw = _apply_overrides(raw, overrides)
+    try:
+        job = from_dict(JobConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    if job.schema.path and not Path(job.schema.path).is_absolute():
+        job.schema.path = str((p.parent / job.schema.path).resolve()) if not Path(job.schema.path).exists() else job.schema.path
+    return job
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"train.epochs": 2}`` -> nested update (keys are still validated by the strict loader)."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        node = out
+        parts = dotted.split(".")
+        for k in parts[:-1]:
+            node = node.setdefault(k, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_schema(section: SchemaSection):  # -> FeatureSchema
+    from dist_ctr.schema import FeatureSchema
+
+    if section.path:
+        return FeatureSchema.load(section.path)
+    from dist_ctr.data.presets import get_preset
+
+    return get_preset(section.preset, **section.preset_args)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Distributed: DistEnv, sharding plans, fused optimizers, DistributedModelParallel."""

@@ -1,0 +1,162 @@
+"""The one place that turns a single-process task into a sharded one, in this order:
+
+1. fused sparse optimizer marked on the embedding parameters (``apply_optimizer_in_backward``);
+2. sharding plan, computed collectively so every rank agrees;
+3. ``DistributedModelParallel`` (shards EBC / EC, wraps the rest in DDP), also at world size 1 (one code path);
+4. deterministic embedding init, identical whatever the sharding (so 1 and N workers start from the same model);
+5. the combined (fused sparse + dense) optimizer.
+
+The train loop (``train/engine.py``) is a plain loop on CPU; ``TrainPipelineSparseDist`` is used on CUDA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.types import ShardingEnv
+from torchrec.optim.keyed import CombinedOptimizer
+
+from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
+from dist_ctr.distributed.env import DistEnv
+from dist_ctr.distributed.optim import combined_optimizer, mark_fused_sparse
+
+
+@dataclass
+class Parallelized:
+    dmp: DistributedModelParallel
+    optimizer: CombinedOptimizer
+    plan: Any
+
+
+def _table_specs(module: nn.Module):
+    """TableSpecs of every TorchRec table in ``module`` (names as TorchRec sees them)."""
+    from torchrec import EmbeddingBagCollection, EmbeddingCollection
+
+    from dist_ctr.schema import TableSpec
+
+    specs, pooled = [], set()
+    for m in module.modules():
+        if isinstance(m, EmbeddingBagCollection):
+            for c in m.embedding_bag_configs():
+                specs.append(TableSpec(c.name, c.num_embeddings, c.embedding_dim, tuple(c.feature_names)))
+                pooled.add(c.name)
+        elif isinstance(m, EmbeddingCollection):
+            for c in m.embedding_configs():
+                specs.append(TableSpec(c.name, c.num_embeddings, c.embedding_dim, tuple(c.feature_names)))
+    return specs, pooled
+
+
+def make_plan(module: nn.Module, env: DistEnv, sharding: dict[str, Any], batch_size: int, optimizer_name: str):
+    """Collective sharding plan for ``module`` (see ``distributed/planner.py`` for constraints and memory)."""
+    try:
+        import dist_ctr.distributed.planner  # noqa: F401
+    except ImportError:  # TEMP until planner lands
+        from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+        from torchrec.distributed.sharding_plan import get_default_sharders
+
+        tables, _ = _table_specs(module)
+        types = sharding.get("default_types", ["table_wise"])
+        cons = {t.name: ParameterConstraints(sharding_types=list(sharding.get("tables", {}).get(t.name, types)),
+                                             compute_kernels=["fused"]) for t in tables}
+        planner = EmbeddingShardingPlanner(topology=Topology(world_size=env.world_size, compute_device=env.device.type),
+                                           batch_size=batch_size, constraints=cons)
+        sharders = get_default_sharders()
+        return planner.collective_plan(module, sharders, dist.GroupMember.WORLD), sharders
+    from dist_ctr.distributed.planner import make_planner, make_sharders, make_topology, plan_collective
+    from dist_ctr.distributed.sharding_config import ShardingConfig
+
+    cfg = ShardingConfig.from_dict(sharding) if not isinstance(sharding, ShardingConfig) else sharding
+    tables, pooled = _table_specs(module)
+    topology = make_topology(env.world_size, env.device.type, local_world_size=env.local_world_size)
+    planner = make_planner(tables, cfg, topology, batch_size=batch_size, optimizer=optimizer_name, pooled=pooled)
+    sharders = make_sharders({})
+    plan = plan_collective(planner, module, sharders, dist.GroupMember.WORLD)
+    return plan, sharders
+
+
+def _row_block_init(seed: int, table: str, rows: int, dim: int, row_start: int, row_end: int) -> torch.Tensor:
+    """Rows ``[row_start, row_end)`` of table ``table``'s initial weights, ``(R, dim)``.
+
+    Uniform in ``±sqrt(1 / rows)`` (TorchRec's default range), drawn in fixed blocks of 65,536 rows from a
+    generator seeded by ``(seed, table, block)``: any rank can produce any slice without the whole table.
+    """
+    bound = float(np.sqrt(1.0 / rows))
+    block = 65_536
+    out = torch.empty(row_end - row_start, dim)
+    tkey = int.from_bytes(hashlib.sha256(table.encode()).digest()[:4], "little")
+    b0, b1 = row_start // block, (row_end - 1) // block if row_end > row_start else row_start // block - 1
+    for b in range(b0, b1 + 1):
+        lo, hi = b * block, min((b + 1) * block, rows)
+        g = torch.Generator().manual_seed((seed * 1_000_003 + tkey * 7919 + b) % (2**63 - 1))
+        w = torch.rand(hi - lo, dim, generator=g) * (2 * bound) - bound  # (block rows, dim)
+        s, e = max(lo, row_start), min(hi, row_end)
+        out[s - row_start : e - row_start] = w[s - lo : e - lo]
+    return out
+
+
+def init_embeddings(dmp: nn.Module, module: nn.Module, seed: int) -> None:
+    """Write deterministic initial weights into every (sharded) table of ``dmp``, identical across shardings."""
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+    from torch.distributed.tensor import DTensor
+
+    tables, _ = _table_specs(module)
+    by_name = {t.name: t for t in tables}
+    sd = dmp.state_dict()
+    with torch.no_grad():
+        for key, value in sd.items():
+            if not key.endswith(".weight"):
+                continue
+            tname = key[: -len(".weight")].split(".")[-1]
+            if tname not in by_name or ("embedding_bags." + tname not in key and "embeddings." + tname not in key):
+                continue
+            t = by_name[tname]
+            if isinstance(value, ShardedTensor):
+                for shard in value.local_shards():
+                    r0, c0 = shard.metadata.shard_offsets
+                    nr, nc = shard.metadata.shard_sizes
+                    w = _row_block_init(seed, tname, t.num_embeddings, t.embedding_dim, r0, r0 + nr)
+                    shard.tensor.copy_(w[:, c0 : c0 + nc])
+            elif isinstance(value, DTensor):
+                from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+                shape, offset = compute_local_shape_and_global_offset(value.shape, value.device_mesh, value.placements)
+                local = value.to_local()
+                if local.numel():
+                    w = _row_block_init(seed, tname, t.num_embeddings, t.embedding_dim, offset[0], offset[0] + shape[0])
+                    local.copy_(w[:, offset[1] : offset[1] + shape[1]])
+            else:
+                value.copy_(_row_block_init(seed, tname, t.num_embeddings, t.embedding_dim, 0, t.num_embeddings))
+    dmp.load_state_dict(sd)
+
+
+def parallelize(
+    task: nn.Module,
+    env: DistEnv,
+    sparse_optim: SparseOptimConfig,
+    dense_optim: DenseOptimConfig,
+    sharding: dict[str, Any] | None = None,
+    batch_size: int = 4096,
+    seed: int = 0,
+) -> Parallelized:
+    """Shard ``task`` (a ``CTRTask``) over the process group. Needs ``init_process_group`` first."""
+    if not dist.is_initialized():
+        raise RuntimeError("parallelize needs a process group: call dist_ctr.distributed.init_process_group(env)")
+    mark_fused_sparse(task, sparse_optim)
+    plan, sharders = make_plan(task, env, sharding or {}, batch_size, sparse_optim.name)
+    dmp = DistributedModelParallel(
+        module=task,
+        env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+        device=env.device,
+        plan=plan,
+        sharders=sharders,
+    )
+    init_embeddings(dmp, task, seed)
+    optimizer = combined_optimizer(dmp, dense_optim)
+    return Parallelized(dmp=dmp, optimizer=optimizer, plan=plan)

@@ -1,0 +1,1 @@
+"""Training: task (model + loss), engine, metrics, checkpoints, callbacks, DeepCTR-compatible facade."""

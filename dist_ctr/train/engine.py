@@ -1,0 +1,267 @@
+"""The training engine: one loop for every launcher and world size.
+
+``Trainer`` owns a sharded ``CTRTask`` (always through DistributedModelParallel, also at world size 1) and runs
+``fit`` / ``evaluate`` / ``predict`` over iterables of :class:`~dist_ctr.data.batch.CTRBatch`. Data objects may
+offer ``set_epoch(e)``, ``__len__``, ``state_dict()`` / ``load_state_dict()`` (the Parquet loader does); plain
+lists of batches work too (the compat facade uses them).
+
+Callbacks are objects with any of ``on_train_begin(trainer)``, ``on_epoch_begin(trainer, epoch)``,
+``on_batch_end(trainer, step, logs)``, ``on_epoch_end(trainer, epoch, logs)``, ``on_train_end(trainer, logs)``;
+setting ``trainer.stop_training = True`` ends training after the current step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
+from dist_ctr.data.batch import CTRBatch
+from dist_ctr.distributed.env import DistEnv
+from dist_ctr.distributed.model_parallel import parallelize
+from dist_ctr.train import checkpoint as ckpt
+from dist_ctr.train.metrics import EvalAccumulator
+from dist_ctr.train.task import CTRTask
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, bad labels); the message says where."""
+
+
+@dataclass
+class History:
+    """Per-epoch logs (``history[k]`` is a list over epochs, as Keras' ``History.history``) and step logs."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    steps: list[dict[str, float]] = field(default_factory=list)
+    epoch: list[int] = field(default_factory=list)
+
+    def add_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+
+def _callback(callbacks: Sequence[Any], name: str, *args: Any) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, name, None)
+        if fn is not None:
+            fn(*args)
+
+
+class Trainer:
+    """Sharded training of one model.
+
+    Args:
+        model (nn.Module): a ``CTRModel`` (embeddings on meta; dense layers built after ``torch.manual_seed``).
+        env (DistEnv): this process's place; the process group must exist (``init_process_group``).
+        task_types (Sequence[str]): per output column; default: the schema's label tasks.
+        sparse_optim / dense_optim: optimizer configs.
+        sharding (dict | None): sharding constraints (``distributed/sharding_config.py``).
+        batch_size (int): per-rank batch size hint for the planner.
+        seed (int): embedding init seed (identical init whatever the sharding).
+        task_names (Sequence[str] | None): names for per-task metrics.
+        loss_weights (Sequence[float] | None): per-task loss weights.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        env: DistEnv,
+        task_types: Sequence[str] | None = None,
+        sparse_optim: SparseOptimConfig | None = None,
+        dense_optim: DenseOptimConfig | None = None,
+        sharding: dict[str, Any] | None = None,
+        batch_size: int = 4096,
+        seed: int = 0,
+        task_names: Sequence[str] | None = None,
+        loss_weights: Sequence[float] | None = None,
+    ) -> None:
+        schema = getattr(model, "schema", None)
+        if task_types is None:
+            task_types = schema.task_types if schema is not None and schema.labels else ["binary"]
+        if task_names is None and schema is not None and schema.labels:
+            task_names = schema.label_names
+        self.env = env
+        self.model = model
+        self.task = CTRTask(model, task_types, loss_weights)
+        self.task_types = tuple(task_types)
+        self.task_names = tuple(task_names) if task_names else tuple(f"task{i}" for i in range(len(task_types)))
+        par = parallelize(self.task, env, sparse_optim or SparseOptimConfig(), dense_optim or DenseOptimConfig(),
+                          sharding, batch_size=batch_size, seed=seed)
+        self.dmp = par.dmp
+        self.optimizer = par.optimizer
+        self.plan = par.plan
+        self.global_step = 0
+        self.epoch = 0
+        self.stop_training = False
+        self.meta: dict[str, Any] = {}
+
+    # ---- steps --------------------------------------------------------------------------------------------
+    def train_step(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step. Returns (loss, logits) detached."""
+        self.dmp.train()
+        batch = batch.to(self.env.device, non_blocking=True)
+        loss, (loss_d, logits, _labels, _w) = self.dmp(batch)
+        loss.backward()  # fused sparse optimizer updates the embeddings here
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        return loss_d, logits
+
+    @torch.no_grad()
+    def _forward_eval(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = batch.to(self.env.device, non_blocking=True)
+        _loss, (_l, logits, labels, weights) = self.dmp(batch)
+        return self.task.predict_proba(logits), labels, weights
+
+    def evaluate(self, data: Iterable[CTRBatch]) -> dict[str, float]:
+        """Exact metrics over every rank's rows of ``data`` (collective when world size > 1)."""
+        self.dmp.eval()
+        acc = EvalAccumulator(self.task_types, self.task_names)
+        for batch in data:
+            preds, labels, weights = self._forward_eval(batch)
+            acc.update(preds, labels, weights)
+        self.dmp.train()
+        return acc.compute()
+
+    def predict(self, data: Iterable[CTRBatch]) -> torch.Tensor:
+        """Predictions ``(N, T)`` for this rank's rows (probabilities for binary tasks)."""
+        self.dmp.eval()
+        out = [self._forward_eval(b)[0].cpu() for b in data]  # host sync
+        self.dmp.train()
+        return torch.cat(out) if out else torch.zeros(0, len(self.task_types))
+
+    # ---- loop ---------------------------------------------------------------------------------------------
+    def fit(
+        self,
+        train_data: Iterable[CTRBatch],
+        epochs: int = 1,
+        eval_data: Optional[Iterable[CTRBatch]] = None,
+        callbacks: Sequence[Any] = (),
+        max_steps: int = 0,
+        log_every: int = 50,
+        progress: bool = True,
+        checkpoint_root: Optional[str] = None,
+        checkpoint_every: int = 0,
+        checkpoint_keep: int = 2,
+        storage_options: dict[str, Any] | None = None,
+        initial_epoch: int = 0,
+        eval_every_steps: int = 0,
+    ) -> History:
+        """Train ``epochs`` epochs (resuming from ``self.epoch`` if a checkpoint was loaded).
+
+        Per epoch the logs hold ``loss`` (mean training loss), ``samples_per_s``, and ``val_<metric>`` when
+        ``eval_data`` is given. Non-finite losses stop training with an error naming the step.
+        """
+        history = History()
+        self.stop_training = False
+        show = progress and self.env.is_main
+        _callback(callbacks, "on_train_begin", self)
+        start_epoch = max(initial_epoch, self.epoch)
+        for epoch in range(start_epoch, epochs):
+            self.epoch = epoch
+            if hasattr(train_data, "set_epoch") and not getattr(self, "_resumed_mid_epoch", False):
+                train_data.set_epoch(epoch)  # type: ignore[attr-defined]
+            self._resumed_mid_epoch = False
+            _callback(callbacks, "on_epoch_begin", self, epoch)
+            total = len(train_data) if hasattr(train_data, "__len__") else None  # type: ignore[arg-type]
+            bar = None
+            if show:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=True,
+                           dynamic_ncols=True, mininterval=0.5)
+            loss_sum = torch.zeros((), dtype=torch.float64)
+            n_steps, n_rows = 0, 0
+            t0 = time.perf_counter()
+            for batch in train_data:
+                loss, _ = self.train_step(batch)
+                loss_sum += loss.double().cpu()  # host sync (cheap on CPU; once per step)
+                n_steps += 1
+                n_rows += batch.batch_size
+                if log_every and self.global_step % log_every == 0:
+                    lv = float(loss)  # host sync
+                    if not math.isfinite(lv):
+                        raise TrainingError(f"loss is {lv} at step {self.global_step} (epoch {epoch}); check labels "
+                                            "and learning rates")
+                    step_logs = {"step": self.global_step, "loss": lv,
+                                 "samples_per_s": n_rows * self.env.world_size / max(1e-9, time.perf_counter() - t0)}
+                    history.steps.append(step_logs)
+                    _callback(callbacks, "on_batch_end", self, self.global_step, step_logs)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{lv:.4f}")
+                if bar is not None:
+                    bar.update(1)
+                if checkpoint_root and checkpoint_every and self.global_step % checkpoint_every == 0:
+                    self.save(checkpoint_root, train_data, storage_options=storage_options, keep=checkpoint_keep)
+                if eval_data is not None and eval_every_steps and self.global_step % eval_every_steps == 0:
+                    m = self.evaluate(eval_data)
+                    history.steps.append({"step": self.global_step, **{f"val_{k}": v for k, v in m.items()}})
+                if self.stop_training or (max_steps and self.global_step >= max_steps):
+                    self.stop_training = True
+                    break
+            elapsed = time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+            logs: dict[str, float] = {
+                "loss": float(loss_sum) / max(1, n_steps),
+                "samples_per_s": n_rows * self.env.world_size / max(1e-9, elapsed),
+                "steps": float(n_steps),
+            }
+            if not math.isfinite(logs["loss"]):
+                raise TrainingError(f"mean training loss of epoch {epoch} is not finite")
+            if eval_data is not None:
+                for k, v in self.evaluate(eval_data).items():
+                    logs[f"val_{k}"] = v
+            history.add_epoch(epoch, logs)
+            self.epoch = epoch + 1
+            _callback(callbacks, "on_epoch_end", self, epoch, logs)
+            if checkpoint_root:
+                self.save(checkpoint_root, train_data, storage_options=storage_options, keep=checkpoint_keep,
+                          epoch_done=True)
+            if self.stop_training:
+                break
+        _callback(callbacks, "on_train_end", self, history)
+        return history
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    def app_state(self) -> dict[str, Any]:
+        return {"model": self.dmp.state_dict(), "optim": self.optimizer.state_dict()}
+
+    def save(self, root: str, train_data: Any = None, storage_options: dict[str, Any] | None = None, keep: int = 2,
+             epoch_done: bool = False) -> str:
+        """Collective checkpoint of model, optimizers, loader cursor, step and epoch."""
+        loader_state = None
+        if train_data is not None and hasattr(train_data, "state_dict") and not epoch_done:
+            loader_state = ckpt.to_jsonable(train_data.state_dict())
+        epoch = self.epoch if epoch_done else self.epoch
+        meta = {"epoch_done": epoch_done, **self.meta}
+        return ckpt.save_checkpoint(root, self.global_step, epoch, self.app_state(), loader_state, meta,
+                                    rank=self.env.rank, world_size=self.env.world_size,
+                                    storage_options=storage_options, keep=keep)
+
+    def load(self, url: str, train_data: Any = None, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Load a committed checkpoint (any world size) and, if given, the loader cursor for this rank."""
+        state = self.app_state()
+        ckpt.load_checkpoint(url, state, storage_options)
+        self.dmp.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optim"])
+        meta = ckpt.read_meta(url, storage_options)
+        self.global_step = int(meta["step"])
+        self.epoch = int(meta["epoch"])
+        self._resumed_mid_epoch = False
+        if train_data is not None and hasattr(train_data, "load_state_dict") and not meta.get("epoch_done"):
+            states = ckpt.load_loader_states(url, storage_options)
+            if int(meta["world_size"]) == self.env.world_size and self.env.rank < len(states) and states[self.env.rank]:
+                train_data.load_state_dict(states[self.env.rank])
+                self._resumed_mid_epoch = True
+            elif hasattr(train_data, "load_global_state") and states:
+                train_data.load_global_state(states)  # resume mid-epoch on another world size
+                self._resumed_mid_epoch = True
+        return meta

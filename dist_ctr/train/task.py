@@ -1,0 +1,102 @@
+"""``CTRTask``: model + loss, the module that DistributedModelParallel wraps.
+
+Notation: ``B`` batch, ``T`` tasks.
+
+``forward(batch) -> (loss, (loss.detach(), logits.detach(), labels, weights))``, the shape TorchRec's train
+pipelines expect. Per task: BCE-with-logits for "binary", MSE for "regression", each averaged over the rows of the
+batch that count (rows padded by the loader carry ``row_ids == -1`` and weigh 0); the task losses are combined
+with ``loss_weights`` and the model's extra losses (``CTRModel.pop_losses``: DIEN's auxiliary loss, L2 terms).
+
+Models whose output column is already a probability (ESMM's CTCVR = pCTR * pCVR) say so with a class attribute
+``output_kind`` (a tuple of "logit" / "probability" per task); those columns use BCE on probabilities.
+
+>>> import torch
+>>> from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+>>> from dist_ctr.data.batch import CTRBatch
+>>> class Const(torch.nn.Module):
+...     num_tasks = 1
+...     def forward(self, dense, sparse):
+...         return torch.zeros(dense.shape[0], 1)
+>>> kjt = KeyedJaggedTensor.from_lengths_sync([], torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.int))
+>>> b = CTRBatch(torch.zeros(2, 0), kjt, torch.tensor([[1.0], [0.0]]))
+>>> loss, _ = CTRTask(Const(), ("binary",))(b)
+>>> round(float(loss), 4)  # log(2)
+0.6931
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dist_ctr.data.batch import CTRBatch
+
+
+class CTRTask(nn.Module):
+    """Loss wrapper around a model.
+
+    Args:
+        model (nn.Module): ``forward(dense, sparse) -> (B, T)``.
+        task_types (Sequence[str]): "binary" | "regression" per output column.
+        loss_weights (Sequence[float] | None): weight per task (default 1 each).
+    """
+
+    def __init__(self, model: nn.Module, task_types: Sequence[str], loss_weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.task_types = tuple(task_types)
+        for t in self.task_types:
+            if t not in ("binary", "regression"):
+                raise ValueError(f"unknown task type {t!r}; expected 'binary' or 'regression'")
+        T = len(self.task_types)
+        kinds = tuple(getattr(model, "output_kind", ("logit",) * T))
+        if len(kinds) != T:
+            raise ValueError(f"model has {len(kinds)} output kinds but {T} tasks")
+        self.output_kind = kinds
+        w = torch.tensor(list(loss_weights) if loss_weights is not None else [1.0] * T, dtype=torch.float32)
+        if w.numel() != T:
+            raise ValueError(f"loss_weights has {w.numel()} values for {T} tasks")
+        self.register_buffer("loss_weights", w, persistent=False)
+
+    def per_task_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted mean loss per task. Returns ``Tensor (T,)``."""
+        denom = weights.sum().clamp(min=1.0)
+        losses = []
+        for t, (kind, task) in enumerate(zip(self.output_kind, self.task_types)):
+            x, y = logits[:, t], labels[:, t]
+            if task == "regression":
+                lt = (x - y).pow(2)
+            elif kind == "probability":
+                lt = F.binary_cross_entropy(x.clamp(1e-7, 1 - 1e-7), y, reduction="none")
+            else:
+                lt = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+            losses.append((lt * weights).sum() / denom)
+        return torch.stack(losses)  # (T,)
+
+    def forward(self, batch: CTRBatch):
+        logits = self.model(batch.dense, batch.sparse)  # (B, T)
+        labels = batch.labels
+        if logits.shape != labels.shape:
+            raise ValueError(f"model output {tuple(logits.shape)} does not match labels {tuple(labels.shape)}")
+        if batch.row_ids is not None:
+            weights = (batch.row_ids >= 0).to(logits.dtype)  # (B,) pad rows weigh 0
+        else:
+            weights = torch.ones(labels.shape[0], dtype=logits.dtype, device=logits.device)
+        task_losses = self.per_task_loss(logits, labels, weights)
+        loss = (task_losses * self.loss_weights).sum()
+        pop = getattr(self.model, "pop_losses", None)
+        if pop is not None:
+            for v in pop().values():
+                loss = loss + v
+        return loss, (loss.detach(), logits.detach(), labels, weights)
+
+    def predict_proba(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, T)`` -> predictions: sigmoid for binary logit columns, identity otherwise."""
+        cols = []
+        for t, (kind, task) in enumerate(zip(self.output_kind, self.task_types)):
+            x = logits[:, t]
+            cols.append(torch.sigmoid(x) if task == "binary" and kind == "logit" else x)
+        return torch.stack(cols, dim=1)  # (B, T)
