@@ -95,6 +95,7 @@ class TrainSection:
     eval_every_steps: int = 0
     progress: bool = True
     baseline: bool = False
+    eval_train: bool = False
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
 
 

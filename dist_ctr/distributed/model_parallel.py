@@ -11,7 +11,6 @@ The train loop (``train/engine.py``) is a plain loop on CPU; ``TrainPipelineSpar
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ from torchrec.optim.keyed import CombinedOptimizer
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.optim import combined_optimizer, mark_fused_sparse
+from dist_ctr.sparse.init import table_init
 
 
 @dataclass
@@ -81,33 +81,16 @@ def make_plan(module: nn.Module, env: DistEnv, sharding: dict[str, Any], batch_s
     return plan, sharders
 
 
-def _row_block_init(seed: int, table: str, rows: int, dim: int, row_start: int, row_end: int) -> torch.Tensor:
-    """Rows ``[row_start, row_end)`` of table ``table``'s initial weights, ``(R, dim)``.
+def init_embeddings(dmp: nn.Module, tables: list, seed: int) -> None:
+    """Write deterministic initial weights into every (sharded) table of ``dmp``, identical across shardings.
 
-    Uniform in ``±sqrt(1 / rows)`` (TorchRec's default range), drawn in fixed blocks of 65,536 rows from a
-    generator seeded by ``(seed, table, block)``: any rank can produce any slice without the whole table.
+    ``tables`` are the TableSpecs taken from the module *before* sharding (DMP swaps the modules in place).
     """
-    bound = float(np.sqrt(1.0 / rows))
-    block = 65_536
-    out = torch.empty(row_end - row_start, dim)
-    tkey = int.from_bytes(hashlib.sha256(table.encode()).digest()[:4], "little")
-    b0, b1 = row_start // block, (row_end - 1) // block if row_end > row_start else row_start // block - 1
-    for b in range(b0, b1 + 1):
-        lo, hi = b * block, min((b + 1) * block, rows)
-        g = torch.Generator().manual_seed((seed * 1_000_003 + tkey * 7919 + b) % (2**63 - 1))
-        w = torch.rand(hi - lo, dim, generator=g) * (2 * bound) - bound  # (block rows, dim)
-        s, e = max(lo, row_start), min(hi, row_end)
-        out[s - row_start : e - row_start] = w[s - lo : e - lo]
-    return out
-
-
-def init_embeddings(dmp: nn.Module, module: nn.Module, seed: int) -> None:
-    """Write deterministic initial weights into every (sharded) table of ``dmp``, identical across shardings."""
     from torch.distributed._shard.sharded_tensor import ShardedTensor
     from torch.distributed.tensor import DTensor
 
-    tables, _ = _table_specs(module)
     by_name = {t.name: t for t in tables}
+    written: set[str] = set()
     sd = dmp.state_dict()
     with torch.no_grad():
         for key, value in sd.items():
@@ -117,11 +100,12 @@ def init_embeddings(dmp: nn.Module, module: nn.Module, seed: int) -> None:
             if tname not in by_name or ("embedding_bags." + tname not in key and "embeddings." + tname not in key):
                 continue
             t = by_name[tname]
+            written.add(tname)
             if isinstance(value, ShardedTensor):
                 for shard in value.local_shards():
                     r0, c0 = shard.metadata.shard_offsets
                     nr, nc = shard.metadata.shard_sizes
-                    w = _row_block_init(seed, tname, t.num_embeddings, t.embedding_dim, r0, r0 + nr)
+                    w = table_init(seed, tname, t.num_embeddings, t.embedding_dim, r0, r0 + nr)
                     shard.tensor.copy_(w[:, c0 : c0 + nc])
             elif isinstance(value, DTensor):
                 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -129,10 +113,13 @@ def init_embeddings(dmp: nn.Module, module: nn.Module, seed: int) -> None:
                 shape, offset = compute_local_shape_and_global_offset(value.shape, value.device_mesh, value.placements)
                 local = value.to_local()
                 if local.numel():
-                    w = _row_block_init(seed, tname, t.num_embeddings, t.embedding_dim, offset[0], offset[0] + shape[0])
+                    w = table_init(seed, tname, t.num_embeddings, t.embedding_dim, offset[0], offset[0] + shape[0])
                     local.copy_(w[:, offset[1] : offset[1] + shape[1]])
             else:
-                value.copy_(_row_block_init(seed, tname, t.num_embeddings, t.embedding_dim, 0, t.num_embeddings))
+                value.copy_(table_init(seed, tname, t.num_embeddings, t.embedding_dim, 0, t.num_embeddings))
+    missing = set(by_name) - written
+    if missing:
+        raise RuntimeError(f"deterministic init found no weights for tables {sorted(missing)}")
     dmp.load_state_dict(sd)
 
 
@@ -149,6 +136,7 @@ def parallelize(
     if not dist.is_initialized():
         raise RuntimeError("parallelize needs a process group: call dist_ctr.distributed.init_process_group(env)")
     mark_fused_sparse(task, sparse_optim)
+    tables, _ = _table_specs(task)
     plan, sharders = make_plan(task, env, sharding or {}, batch_size, sparse_optim.name)
     dmp = DistributedModelParallel(
         module=task,
@@ -157,6 +145,6 @@ def parallelize(
         plan=plan,
         sharders=sharders,
     )
-    init_embeddings(dmp, task, seed)
+    init_embeddings(dmp, tables, seed)
     optimizer = combined_optimizer(dmp, dense_optim)
     return Parallelized(dmp=dmp, optimizer=optimizer, plan=plan)

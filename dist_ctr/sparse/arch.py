@@ -39,6 +39,7 @@ from torchrec import (
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
+from dist_ctr.sparse.init import table_init
 
 META = torch.device("meta")
 LINEAR_DIM = 4  # width of the linear (wide) tables; see LinearArch
@@ -258,22 +259,24 @@ class LinearArch(nn.Module):
         return logit
 
 
-def materialize(module: nn.Module, device: torch.device | str = "cpu", seed: int | None = None) -> nn.Module:
+def materialize(module: nn.Module, device: torch.device | str = "cpu", seed: int = 0) -> nn.Module:
     """Allocate and initialise the meta-built embedding tables of ``module`` on ``device`` (unsharded use).
 
     Only TorchRec embedding modules are built on ``meta`` (dense layers are ordinary CPU modules). Tables get
-    TorchRec's default init (uniform in ``±sqrt(1 / num_embeddings)``). Sharded training does not use this:
-    DMP allocates and initialises the shards itself.
+    :func:`dist_ctr.sparse.init.table_init` with ``seed``: the same weights the sharded engine starts from.
     """
     dev = torch.device(device)
-    gen_state = None
-    if seed is not None:
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
     for m in module.modules():
-        if isinstance(m, (EmbeddingBagCollection, EmbeddingCollection)) and any(p.is_meta for p in m.parameters()):
+        if isinstance(m, EmbeddingBagCollection) and any(p.is_meta for p in m.parameters()):
             m.to_empty(device=dev)
-            m.reset_parameters()
-    if gen_state is not None:
-        torch.random.set_rng_state(gen_state)
+            with torch.no_grad():
+                for c in m.embedding_bag_configs():
+                    m.embedding_bags[c.name].weight.copy_(
+                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings))
+        elif isinstance(m, EmbeddingCollection) and any(p.is_meta for p in m.parameters()):
+            m.to_empty(device=dev)
+            with torch.no_grad():
+                for c in m.embedding_configs():
+                    m.embeddings[c.name].weight.copy_(
+                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings))
     return module.to(dev)

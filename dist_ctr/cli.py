@@ -1,0 +1,173 @@
+"""``dist-ctr``: the command line. Parsing only; the work happens in the rooms it calls.
+
+    dist-ctr train JOB.yaml [--set key=value ...] [--ray --num-workers N] [--spawn N]
+    dist-ctr plan JOB.yaml --world-size 16 --device cuda --hbm-gb 80
+    dist-ctr data synth ... | dist-ctr data convert-criteo ...
+    dist-ctr export CHECKPOINT OUT
+    dist-ctr predict MODEL DATA_URL OUT_URL
+    dist-ctr models
+
+A user's mistake (bad config key, missing file, bad data) prints one clear line and exits with status 2; set
+DIST_CTR_DEBUG=1 to see the full traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Sequence
+
+import yaml
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"--set expects key=value, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dist_ctr.config import load_job
+
+    overrides = _parse_set(args.set or [])
+    if args.num_workers is not None:
+        overrides["distributed.ray.num_workers"] = args.num_workers
+    job = load_job(args.job, overrides)
+    if args.ray or job.distributed.launcher == "ray":
+        from dist_ctr.launch.ray_train import run_ray_job
+
+        result = run_ray_job(job)
+        print(f"[ray] finished: {result}")
+        return 0
+    world = args.spawn or (job.distributed.world_size if job.distributed.launcher == "spawn" else 1)
+    if world > 1:
+        from dist_ctr.launch.spawn import spawn
+        from dist_ctr.train.job import run_job_summary
+
+        spawn(run_job_summary, world, job)
+        return 0
+    from dist_ctr.distributed.env import DistEnv, init_process_group
+    from dist_ctr.train.job import run_job
+
+    env = DistEnv.from_environ()
+    init_process_group(env)
+    run_job(job, env)
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from dist_ctr.config import load_job, load_schema
+    from dist_ctr.distributed.planner import run_plan_command
+    from dist_ctr.distributed.sharding_config import ShardingConfig
+
+    job = load_job(args.job)
+    schema = load_schema(job.schema)
+    sharding = ShardingConfig.from_dict(job.distributed.sharding) if job.distributed.sharding else None
+    batch = args.batch_size or int(job.data.train.get("batch_size", 4096))
+    code, text = run_plan_command(schema, world_size=args.world_size, device=args.device, hbm_gb=args.hbm_gb,
+                                  ddr_gb=args.ddr_gb, batch_size=batch, optimizer=job.optim.sparse.name,
+                                  sharding=sharding, local_world_size=args.local_world_size)
+    print(text)
+    return code
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from dist_ctr.models import MODEL_REGISTRY
+
+    for name in sorted(MODEL_REGISTRY):
+        e = MODEL_REGISTRY[name]
+        keys = ", ".join(f.name for f in dataclasses.fields(e.config_cls))
+        print(f"{name:20s} {keys}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dist_ctr.train.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out)
+    print(f"[export] wrote {out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from dist_ctr.train.export import predict_parquet
+
+    n = predict_parquet(args.model, args.data, args.out, batch_size=args.batch_size)
+    print(f"[predict] wrote {n:,} predictions to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dist-ctr", description="CTR / ranking models on TorchRec, local to Ray cluster.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a job config")
+    t.add_argument("job", help="jobs/*.yaml")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=2")
+    t.add_argument("--ray", action="store_true", help="run as Ray Train workers")
+    t.add_argument("--num-workers", type=int, default=None, help="Ray workers (with --ray)")
+    t.add_argument("--spawn", type=int, default=0, metavar="N", help="run N local processes (gloo / nccl)")
+    t.set_defaults(fn=_cmd_train)
+
+    pl = sub.add_parser("plan", help="print a sharding plan and per-device memory for a hypothetical cluster")
+    pl.add_argument("job")
+    pl.add_argument("--world-size", type=int, required=True)
+    pl.add_argument("--local-world-size", type=int, default=None)
+    pl.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
+    pl.add_argument("--hbm-gb", type=float, default=None)
+    pl.add_argument("--ddr-gb", type=float, default=None)
+    pl.add_argument("--batch-size", type=int, default=None)
+    pl.set_defaults(fn=_cmd_plan)
+
+    d = sub.add_parser("data", help="synthetic data and Criteo conversion")
+    try:
+        from dist_ctr.cli_data import add_data_commands
+
+        add_data_commands(d.add_subparsers(dest="data_command", required=True))
+    except ImportError:  # pragma: no cover
+        pass
+
+    m = sub.add_parser("models", help="list registered models and their config keys")
+    m.set_defaults(fn=_cmd_models)
+
+    e = sub.add_parser("export", help="gather a sharded checkpoint into a single-process model file")
+    e.add_argument("checkpoint")
+    e.add_argument("out")
+    e.set_defaults(fn=_cmd_export)
+
+    pr = sub.add_parser("predict", help="batch inference on Parquet with an exported model")
+    pr.add_argument("model")
+    pr.add_argument("data")
+    pr.add_argument("out")
+    pr.add_argument("--batch-size", type=int, default=8192)
+    pr.set_defaults(fn=_cmd_predict)
+    return p
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, TypeError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "fn"):
+        build_parser().print_help()
+        return 2
+    if os.environ.get("DIST_CTR_DEBUG"):
+        return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except USER_ERRORS as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"dist-ctr: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

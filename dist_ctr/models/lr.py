@@ -1,0 +1,44 @@
+"""Logistic regression: the linear (wide) part alone. The baseline every model must beat."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from dist_ctr.layers.core import PredictionLayer
+from dist_ctr.models.base import CTRModel
+from dist_ctr.models.registry import register_model
+from dist_ctr.schema import FeatureSchema
+from dist_ctr.sparse import LinearArch
+
+__all__ = ["LogisticRegression", "LogisticRegressionConfig"]
+
+
+@dataclass(frozen=True)
+class LogisticRegressionConfig:
+    l2_reg_linear: float = 1e-5
+    linear_feature_names: Optional[tuple[str, ...]] = None
+
+
+@register_model("LogisticRegression", LogisticRegressionConfig)
+class LogisticRegression(CTRModel):
+    """``logit = b + sum_f w_f[id_f] + w_dense . x`` per task (one linear arch per task).
+
+    Call: ``forward(dense: Tensor (B, n_dense), sparse: KJT) -> Tensor (B, T)``.
+    """
+
+    def __init__(self, schema: FeatureSchema, config: LogisticRegressionConfig = LogisticRegressionConfig()) -> None:
+        super().__init__(schema)
+        self.config = config
+        if self.num_tasks != 1:
+            raise ValueError("LogisticRegression is single-task; use a multi-task model for several labels")
+        self.linear = LinearArch(schema, config.linear_feature_names)
+        self.out = PredictionLayer("binary")
+        if self.linear.dense_weight is not None:
+            self.register_l2(config.l2_reg_linear, self.linear.dense_weight.parameters())
+
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        return self.out(self.linear(dense, sparse))  # (B, 1)

@@ -1,0 +1,203 @@
+"""Run a job config on this process: data -> model -> Trainer -> metrics, checkpoint, summary.
+
+Every launcher (``dist-ctr train`` locally, spawn, Ray workers) ends here with a ``DistEnv``; nothing in this file
+knows who started the process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from dist_ctr.config import JobConfig, load_schema
+from dist_ctr.distributed.env import DistEnv
+from dist_ctr.schema import FeatureSchema
+from dist_ctr.strict import to_dict
+from dist_ctr.train import checkpoint as ckpt
+from dist_ctr.train.engine import History, Trainer
+
+log = logging.getLogger("dist_ctr")
+
+
+@dataclass
+class JobResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    baseline_metrics: dict[str, float] = field(default_factory=dict)
+    samples_per_s: float = 0.0
+    steps: int = 0
+    checkpoint: Optional[str] = None
+    history: Optional[History] = None
+    schema: Optional[FeatureSchema] = None
+    step_losses: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"eval": self.metrics, "train": self.train_metrics, "baseline_eval": self.baseline_metrics,
+                "samples_per_s": self.samples_per_s, "steps": self.steps, "checkpoint": self.checkpoint}
+
+
+def quiet_torchrec() -> None:
+    """TorchRec's planner logs warnings meant for its developers on every plan; keep user output readable."""
+    for name in ("torchrec", "torchrec.distributed", "torchrec.distributed.planner", "torch.distributed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def ensure_synthetic_data(job: JobConfig, schema: FeatureSchema, env: DistEnv) -> None:
+    """Generate the job's synthetic data set once (rank 0) when it is not there yet."""
+    s = job.data.synth
+    if s is None:
+        return
+    from dist_ctr.data.synthetic import generate
+
+    out = Path(s.out)
+    marker = out / "_SUCCESS"
+    if env.is_main and not marker.exists():
+        t0 = time.perf_counter()
+        rep_train = generate(str(out / "train"), schema, rows=s.rows, shards=s.shards, row_group_rows=s.row_group_rows,
+                             seed=s.seed)
+        rep_eval = generate(str(out / "eval"), schema, rows=s.eval_rows, shards=max(1, s.shards // 2),
+                            row_group_rows=s.row_group_rows, seed=s.seed + 1, row_id_start=s.rows)
+        dt = time.perf_counter() - t0
+        info = {"train": getattr(rep_train, "__dict__", str(rep_train)), "eval": getattr(rep_eval, "__dict__", str(rep_eval))}
+        marker.write_text(json.dumps(info, default=str))
+        bayes = getattr(rep_eval, "bayes_auc", None)
+        print(f"[data] generated {s.rows:,} train + {s.eval_rows:,} eval rows under {out} in {dt:.1f}s"
+              + (f" (generator's Bayes AUC on eval: {bayes:.4f})" if bayes else ""), flush=True)
+    _barrier()
+
+
+def _data_cfg(job: JobConfig, which: str):
+    from dist_ctr.data.config import DataConfig
+
+    raw = dict(job.data.train if which == "train" else (job.data.eval or {}))
+    if job.data.synth is not None and "url" not in raw:
+        raw["url"] = str(Path(job.data.synth.out) / which)
+    if which == "eval" and not raw.get("url"):
+        return None
+    if which == "eval":
+        base = dict(job.data.train)
+        base.pop("url", None)
+        base.update(raw)
+        raw = base
+        raw.setdefault("shuffle", False)
+    return DataConfig.from_dict(raw, where=f"data.{which}")
+
+
+def build_loaders(job: JobConfig, schema: FeatureSchema, env: DistEnv):
+    from dist_ctr.data.loader import build_loader
+
+    train_cfg = _data_cfg(job, "train")
+    eval_cfg = _data_cfg(job, "eval")
+    train = build_loader(schema, train_cfg, rank=env.rank, world_size=env.world_size, seed=job.seed, device=env.device)
+    ev = (build_loader(schema, eval_cfg, rank=env.rank, world_size=env.world_size, seed=job.seed, device=env.device)
+          if eval_cfg is not None else None)
+    return train, ev, train_cfg
+
+
+def make_trainer(job: JobConfig, schema: FeatureSchema, env: DistEnv, model_name: str | None = None,
+                 model_config: dict[str, Any] | None = None, batch_size: int = 4096) -> Trainer:
+    from dist_ctr.models import build_model
+
+    torch.manual_seed(job.seed)  # dense init: same on every rank (DDP also broadcasts rank 0's)
+    np.random.seed(job.seed)
+    model = build_model(model_name or job.model.name, schema,
+                        job.model.config if model_config is None else model_config)
+    trainer = Trainer(model, env, sparse_optim=job.optim.sparse, dense_optim=job.optim.dense,
+                      sharding=job.distributed.sharding, batch_size=batch_size, seed=job.seed)
+    trainer.meta = {"job": to_dict(job), "schema": schema.to_dict(), "model": model_name or job.model.name}
+    return trainer
+
+
+def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool = True) -> JobResult:
+    """Train (and evaluate) a job on this process; collective when the world size is above 1."""
+    quiet_torchrec()
+    schema = load_schema(job.schema)
+    ensure_synthetic_data(job, schema, env)
+    train_data, eval_data, train_cfg = build_loaders(job, schema, env)
+    trainer = make_trainer(job, schema, env, batch_size=getattr(train_cfg, "batch_size", 4096))
+    tc = job.train
+    ck = tc.checkpoint
+    ck_root = ck.dir or None
+    if ck_root and ck.resume:
+        latest = ckpt.latest_checkpoint(ck_root, ck.storage_options)
+        if latest is not None:
+            trainer.load(latest.url, train_data, ck.storage_options)
+            if env.is_main and verbose:
+                print(f"[train] resumed from {latest.url} (step {latest.step}, epoch {latest.epoch})", flush=True)
+    if env.is_main and verbose:
+        n_params = sum(p.numel() for p in trainer.model.parameters() if not p.is_meta)
+        print(f"[train] model {job.model.name} | {len(schema.sparse_features)} sparse, {schema.n_dense} dense "
+              f"features | {env.world_size} worker(s) on {env.device.type} | sparse optimizer "
+              f"{job.optim.sparse.name} (fused) | dense {job.optim.dense.name}", flush=True)
+    t0 = time.perf_counter()
+    history = trainer.fit(
+        train_data, epochs=tc.epochs, eval_data=None, callbacks=callbacks, max_steps=tc.max_steps,
+        log_every=tc.log_every, progress=tc.progress and verbose, checkpoint_root=ck_root,
+        checkpoint_every=ck.every_steps, checkpoint_keep=ck.keep, storage_options=ck.storage_options,
+    )
+    train_time = time.perf_counter() - t0
+    result = JobResult(history=history, schema=schema, steps=trainer.global_step)
+    epochs_sps = history.history.get("samples_per_s", [])
+    result.samples_per_s = float(np.mean(epochs_sps)) if epochs_sps else 0.0
+    result.step_losses = [s["loss"] for s in history.steps if "loss" in s]
+    if eval_data is not None:
+        result.metrics = trainer.evaluate(eval_data)
+    if tc.eval_train:
+        result.train_metrics = trainer.evaluate(train_data)
+    if getattr(tc, "baseline", False) and eval_data is not None:
+        base = make_trainer(job, schema, env, model_name="LogisticRegression", model_config={},
+                            batch_size=getattr(train_cfg, "batch_size", 4096))
+        base.fit(train_data, epochs=tc.epochs, progress=False, log_every=0, max_steps=tc.max_steps)
+        result.baseline_metrics = base.evaluate(eval_data)
+    if ck_root:
+        latest = ckpt.latest_checkpoint(ck_root, ck.storage_options)
+        result.checkpoint = latest.url if latest else None
+    if env.is_main and verbose:
+        print_summary(job, result, train_time)
+    return result
+
+
+def _fmt(m: dict[str, float], key: str) -> str:
+    v = m.get(key)
+    return "-" if v is None else f"{v:.4f}"
+
+
+def print_summary(job: JobConfig, r: JobResult, train_time: float) -> None:
+    lines = [f"[result] {job.name}: {r.steps} steps in {train_time:.1f}s, {r.samples_per_s:,.0f} samples/s (training)"]
+    if r.train_metrics:
+        keys = [k for k in r.train_metrics if k != "eval_rows"]
+        lines.append("[result] train " + "  ".join(f"{k}={_fmt(r.train_metrics, k)}" for k in keys))
+    if r.metrics:
+        keys = [k for k in r.metrics if k != "eval_rows"]
+        lines.append("[result] eval  " + "  ".join(f"{k}={_fmt(r.metrics, k)}" for k in keys)
+                     + f"  (rows={int(r.metrics.get('eval_rows', 0)):,})")
+    if r.baseline_metrics:
+        keys = [k for k in r.baseline_metrics if k != "eval_rows"]
+        lines.append("[result] logistic-regression baseline, same split: "
+                     + "  ".join(f"{k}={_fmt(r.baseline_metrics, k)}" for k in keys))
+    if r.checkpoint:
+        lines.append(f"[result] checkpoint: {r.checkpoint}")
+    print("\n".join(lines), flush=True)
+
+
+def run_job_summary(env: DistEnv, job: JobConfig) -> dict[str, Any]:
+    """Spawn-friendly wrapper: runs the job and returns a picklable summary (rank 0 prints)."""
+    return run_job(job, env, verbose=env.is_main).summary()

@@ -1,0 +1,73 @@
+"""Worker functions for the 1-process vs N-process equivalence tests (importable by spawned processes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dist_ctr.data.batch import CTRBatch
+from dist_ctr.distributed.env import DistEnv
+from dist_ctr.models import build_model
+from dist_ctr.schema import DenseFeat, FeatureSchema, SparseFeat, VarLenSparseFeat
+from dist_ctr.train.engine import Trainer
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+
+def tiny_schema() -> FeatureSchema:
+    return FeatureSchema((
+        SparseFeat("u", 40, 8), SparseFeat("i", 30, 8), SparseFeat("i2", 30, 8, embedding_name="i"),
+        VarLenSparseFeat(SparseFeat("tags", 12, 8), maxlen=3, combiner="mean"),
+        SparseFeat("c", 25, 8), DenseFeat("x"), DenseFeat("y"),
+    ))
+
+
+def global_batches(schema: FeatureSchema, n: int, batch: int, seed: int = 0) -> list[CTRBatch]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        vals, lens = [], []
+        for f in schema.sparse_features:
+            ln = torch.randint(0, getattr(f, "maxlen", 1) + 1, (batch,), generator=g) if hasattr(f, "maxlen") \
+                else torch.ones(batch, dtype=torch.long)
+            lens.append(ln)
+            vals.append(torch.randint(0, f.vocabulary_size, (int(ln.sum()),), generator=g))
+        kjt = KeyedJaggedTensor.from_lengths_sync(schema.sparse_names, torch.cat(vals), torch.cat(lens).int())
+        dense = torch.randn(batch, schema.n_dense, generator=g)
+        labels = torch.randint(0, 2, (batch, 1), generator=g).float()
+        out.append(CTRBatch(dense, kjt, labels))
+    return out
+
+
+def split(b: CTRBatch, rank: int, world: int) -> CTRBatch:
+    """Rows ``[rank * B/world, (rank+1) * B/world)`` of a global batch."""
+    B = b.batch_size
+    per = B // world
+    lo, hi = rank * per, (rank + 1) * per
+    d = b.sparse.to_dict()
+    keys = b.sparse.keys()
+    vals, lens = [], []
+    for k in keys:
+        jt = d[k]
+        off = jt.offsets()
+        vals.append(jt.values()[off[lo]:off[hi]])
+        lens.append(jt.lengths()[lo:hi])
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys, torch.cat(vals), torch.cat(lens).int())
+    return CTRBatch(b.dense[lo:hi], kjt, b.labels[lo:hi])
+
+
+def run(env: DistEnv, model_name: str, sharding: dict[str, Any], steps: int, batch: int) -> list[float]:
+    """Train ``steps`` global batches; returns the global mean loss per step (same on every rank)."""
+    schema = tiny_schema()
+    torch.manual_seed(0)
+    model = build_model(model_name, schema, None)
+    trainer = Trainer(model, env, sharding=sharding, batch_size=batch // env.world_size, seed=1)
+    losses = []
+    for b in global_batches(schema, steps, batch):
+        loss, _ = trainer.train_step(split(b, env.rank, env.world_size))
+        t = loss.detach().clone()
+        if env.world_size > 1:
+            torch.distributed.all_reduce(t)
+            t /= env.world_size
+        losses.append(float(t))
+    return losses
