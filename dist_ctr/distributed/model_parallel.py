@@ -28,6 +28,18 @@ from dist_ctr.distributed.optim import combined_optimizer, mark_fused_sparse
 from dist_ctr.sparse.init import table_init
 
 
+def quiet_torchrec() -> None:
+    """TorchRec's planner logs advice meant for its own developers on every plan; keep user output readable."""
+    import logging
+    import warnings
+
+    for name in ("torchrec", "torchrec.distributed", "torchrec.distributed.planner", "torch.distributed",
+                 "torch.fx._symbolic_trace", "torch.fx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for cat in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=cat)
+
+
 @dataclass
 class Parallelized:
     dmp: DistributedModelParallel
@@ -133,6 +145,7 @@ def parallelize(
     seed: int = 0,
 ) -> Parallelized:
     """Shard ``task`` (a ``CTRTask``) over the process group. Needs ``init_process_group`` first."""
+    quiet_torchrec()
     if not dist.is_initialized():
         raise RuntimeError("parallelize needs a process group: call dist_ctr.distributed.init_process_group(env)")
     mark_fused_sparse(task, sparse_optim)

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from dist_ctr.config import JobConfig, load_schema
 from dist_ctr.distributed.env import DistEnv
+from dist_ctr.distributed.model_parallel import quiet_torchrec
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.strict import to_dict
 from dist_ctr.train import checkpoint as ckpt
@@ -42,17 +43,6 @@ class JobResult:
     def summary(self) -> dict[str, Any]:
         return {"eval": self.metrics, "train": self.train_metrics, "baseline_eval": self.baseline_metrics,
                 "samples_per_s": self.samples_per_s, "steps": self.steps, "checkpoint": self.checkpoint}
-
-
-def quiet_torchrec() -> None:
-    """TorchRec's planner logs warnings meant for its developers on every plan; keep user output readable."""
-    for name in ("torchrec", "torchrec.distributed", "torchrec.distributed.planner", "torch.distributed"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import warnings
-
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _barrier() -> None:

@@ -62,6 +62,11 @@ def run(env: DistEnv, model_name: str, sharding: dict[str, Any], steps: int, bat
     torch.manual_seed(0)
     model = build_model(model_name, schema, None)
     trainer = Trainer(model, env, sharding=sharding, batch_size=batch // env.world_size, seed=1)
+    types: dict[str, list[str]] = {}
+    for _module_path, params in trainer.plan.plan.items():
+        for table, ps in params.items():
+            types.setdefault(ps.sharding_type, []).append(table)
+    _LAST_PLAN["types"] = types
     losses = []
     for b in global_batches(schema, steps, batch):
         loss, _ = trainer.train_step(split(b, env.rank, env.world_size))
@@ -71,3 +76,32 @@ def run(env: DistEnv, model_name: str, sharding: dict[str, Any], steps: int, bat
             t /= env.world_size
         losses.append(float(t))
     return losses
+
+
+def tiny_models() -> list[str]:
+    """Registered models that build on the tiny schema with their default config."""
+    from dist_ctr.models import MODEL_REGISTRY
+
+    names = []
+    for name, entry in sorted(MODEL_REGISTRY.items()):
+        reqs = set(getattr(entry.cls, "schema_requirements", ()))
+        if reqs - {"sparse", "dense"}:
+            continue
+        try:
+            build_model(name, tiny_schema(), None)
+        except Exception:  # noqa: BLE001 - models that need extra config are covered by their own tests
+            continue
+        names.append(name)
+    return names
+
+
+def run_many(env: DistEnv, models: list[str], sharding: dict[str, Any], steps: int, batch: int) -> dict[str, Any]:
+    losses = {m: run(env, m, sharding, steps, batch) for m in models}
+    return {"losses": losses, "column_wise_tables": _last_plan_types(env).get("column_wise", [])}
+
+
+_LAST_PLAN: dict[str, Any] = {}
+
+
+def _last_plan_types(env: DistEnv) -> dict[str, list[str]]:
+    return _LAST_PLAN.get("types", {})
