@@ -67,28 +67,21 @@ def _table_specs(module: nn.Module):
 
 def make_plan(module: nn.Module, env: DistEnv, sharding: dict[str, Any], batch_size: int, optimizer_name: str):
     """Collective sharding plan for ``module`` (see ``distributed/planner.py`` for constraints and memory)."""
-    try:
-        import dist_ctr.distributed.planner  # noqa: F401
-    except ImportError:  # TEMP until planner lands
-        from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-        from torchrec.distributed.sharding_plan import get_default_sharders
-
-        tables, _ = _table_specs(module)
-        types = sharding.get("default_types", ["table_wise"])
-        cons = {t.name: ParameterConstraints(sharding_types=list(sharding.get("tables", {}).get(t.name, types)),
-                                             compute_kernels=["fused"]) for t in tables}
-        planner = EmbeddingShardingPlanner(topology=Topology(world_size=env.world_size, compute_device=env.device.type),
-                                           batch_size=batch_size, constraints=cons)
-        sharders = get_default_sharders()
-        return planner.collective_plan(module, sharders, dist.GroupMember.WORLD), sharders
-    from dist_ctr.distributed.planner import make_planner, make_sharders, make_topology, plan_collective
+    from dist_ctr.distributed.planner import (
+        fused_params_for,
+        make_planner,
+        make_sharders,
+        make_topology,
+        plan_collective,
+    )
     from dist_ctr.distributed.sharding_config import ShardingConfig
 
     cfg = ShardingConfig.from_dict(sharding) if not isinstance(sharding, ShardingConfig) else sharding
     tables, pooled = _table_specs(module)
     topology = make_topology(env.world_size, env.device.type, local_world_size=env.local_world_size)
-    planner = make_planner(tables, cfg, topology, batch_size=batch_size, optimizer=optimizer_name, pooled=pooled)
-    sharders = make_sharders({})
+    planner = make_planner(tables, cfg, topology, batch_size=batch_size, optimizer=optimizer_name, pooled=pooled,
+                           quiet=True)
+    sharders = make_sharders(fused_params_for(optimizer_name))
     plan = plan_collective(planner, module, sharders, dist.GroupMember.WORLD)
     return plan, sharders
 

@@ -14,7 +14,8 @@ from tests.distributed.equivalence_jobs import run_many, tiny_models
 
 SHARDINGS = {
     "table_wise": {"default_types": ["table_wise"]},
-    "column_wise": {"default_types": ["column_wise", "table_wise"], "tables": {}},
+    "column_wise": {"default_types": ["table_wise"],
+                    "tables": {t: {"sharding_types": ["column_wise"]} for t in ("u", "i", "c")}},
 }
 
 
