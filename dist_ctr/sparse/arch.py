@@ -211,6 +211,7 @@ class LinearArch(nn.Module):
     Args:
         schema (FeatureSchema): the features.
         feature_names (Iterable[str] | None): linear feature columns (default: all features of the schema).
+        table_prefix (str): prefix of the table names (distinct prefixes give distinct tables and initial weights).
 
     Call: ``forward(dense: Tensor (B, n_dense), features: KeyedJaggedTensor) -> Tensor (B, 1)``.
     Multi-valued features are pooled with their combiner (``max`` is taken as ``mean`` for the linear tables).
@@ -220,7 +221,8 @@ class LinearArch(nn.Module):
     per id (``LINEAR_DIM``). The memory cost is ``4 / D`` of the main tables.
     """
 
-    def __init__(self, schema: FeatureSchema, feature_names: Iterable[str] | None = None) -> None:
+    def __init__(self, schema: FeatureSchema, feature_names: Iterable[str] | None = None,
+                 table_prefix: str = "linear__") -> None:
         super().__init__()
         names = list(feature_names) if feature_names is not None else [f.name for f in schema.features]
         sparse = [n for n in names if n in set(schema.sparse_names)]
@@ -234,7 +236,7 @@ class LinearArch(nn.Module):
         for tname, tfeats in by_table.items():
             pooling = _table_pooling(tfeats) or PoolingType.MEAN
             cfgs.append(EmbeddingBagConfig(num_embeddings=specs[tname].num_embeddings, embedding_dim=LINEAR_DIM,
-                                           name="linear__" + tname, feature_names=[f.name for f in tfeats],
+                                           name=table_prefix + tname, feature_names=[f.name for f in tfeats],
                                            pooling=pooling))
         self.ebc: Optional[EmbeddingBagCollection] = EmbeddingBagCollection(tables=cfgs, device=META) if cfgs else None
         # Column mask selecting the chosen dense features out of the schema's dense tensor.
@@ -249,7 +251,7 @@ class LinearArch(nn.Module):
         self.dense_weight: Optional[nn.Linear] = nn.Linear(len(cols), 1, bias=False) if cols else None
 
     def forward(self, dense: torch.Tensor, features: KeyedJaggedTensor) -> torch.Tensor:
-        B = features.stride()
+        B = dense.shape[0]  # a KJT with no keys has stride 0
         logit = dense.new_zeros(B, 1)  # (B, 1)
         if self.ebc is not None:
             logit = logit + self.ebc(features).values().sum(dim=1, keepdim=True)  # (B, F * 4) -> (B, 1)

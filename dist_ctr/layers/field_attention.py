@@ -1,0 +1,143 @@
+"""Layers that re-weight or re-mix whole fields: multi-head self-attention over fields (AutoInt), squeeze-excitation
+field importance (FiBiNET) and the logarithmic transformation of AFN.
+
+Notation: ``B`` batch, ``F`` fields (pooled sparse features), ``D`` embedding dim, ``H`` heads, ``R`` reduced
+width of the excitation, ``N`` logarithmic neurons.
+
+Pure torch; DeepCTR-Torch's constructor names without ``seed`` / ``device``.
+
+>>> import torch
+>>> e = torch.randn(3, 5, 8)
+>>> tuple(InteractingLayer(8, head_num=2)(e).shape), tuple(SENETLayer(5)(e).shape)
+((3, 5, 8), (3, 5, 8))
+>>> tuple(LogTransformLayer(5, 8, ltl_hidden_size=6)(e).shape)
+(3, 48)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["InteractingLayer", "LogTransformLayer", "SENETLayer"]
+
+
+def _check_3d(x: torch.Tensor, who: str) -> None:
+    if x.dim() != 3:
+        raise ValueError(f"{who}: expected inputs of shape (B, F, D), got {tuple(x.shape)}")
+
+
+class InteractingLayer(nn.Module):
+    """AutoInt's interacting layer (Song et al., "AutoInt: Automatic Feature Interaction Learning via
+    Self-Attentive Neural Networks", CIKM 2019): multi-head self-attention across fields plus a residual.
+
+    Per head ``h`` (columns ``h*d:(h+1)*d`` of ``e W_Q``, ``e W_K``, ``e W_V`` with ``d = D / H``):
+    ``out_h = softmax(Q_h K_h^T [/ sqrt(d)]) V_h``; heads are concatenated, ``e W_Res`` is added when ``use_res``,
+    then ReLU.
+
+    Args:
+        embedding_size (int): ``D`` (must be a multiple of ``head_num``).
+        head_num (int): ``H``.
+        use_res (bool): residual projection ``W_Res``.
+        scaling (bool): divide scores by ``sqrt(d)``.
+
+    Attributes:
+        normalized_att_scores (Tensor): ``(B, H, F, F)`` of the last call (detached).
+
+    Call: ``forward(inputs: Tensor (B, F, D)) -> Tensor (B, F, D)``.
+    """
+
+    def __init__(self, embedding_size: int, head_num: int = 2, use_res: bool = True, scaling: bool = False) -> None:
+        super().__init__()
+        if head_num <= 0:
+            raise ValueError(f"head_num must be an int > 0, got {head_num}")
+        if embedding_size % head_num != 0:
+            raise ValueError(f"embedding_size {embedding_size} is not a multiple of head_num {head_num}")
+        self.head_num = head_num
+        self.att_embedding_size = embedding_size // head_num
+        self.use_res = use_res
+        self.scaling = scaling
+        self.W_Query = nn.Parameter(torch.empty(embedding_size, embedding_size))
+        self.W_key = nn.Parameter(torch.empty(embedding_size, embedding_size))
+        self.W_Value = nn.Parameter(torch.empty(embedding_size, embedding_size))
+        self.W_Res = nn.Parameter(torch.empty(embedding_size, embedding_size)) if use_res else None
+        for p in self.parameters():
+            nn.init.normal_(p, mean=0.0, std=0.05)
+        self.normalized_att_scores: torch.Tensor | None = None
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        _check_3d(inputs, "InteractingLayer")
+        B, Fn, D = inputs.shape
+        H, d = self.head_num, self.att_embedding_size
+        q = (inputs @ self.W_Query).view(B, Fn, H, d).transpose(1, 2)  # (B, H, F, d)
+        k = (inputs @ self.W_key).view(B, Fn, H, d).transpose(1, 2)  # (B, H, F, d)
+        v = (inputs @ self.W_Value).view(B, Fn, H, d).transpose(1, 2)  # (B, H, F, d)
+        scores = q @ k.transpose(-1, -2)  # (B, H, F, F)
+        if self.scaling:
+            scores = scores / d**0.5
+        att = F.softmax(scores, dim=-1)  # (B, H, F, F)
+        self.normalized_att_scores = att.detach()
+        out = (att @ v).transpose(1, 2).reshape(B, Fn, D)  # (B, F, D) heads concatenated in order
+        if self.W_Res is not None:
+            out = out + inputs @ self.W_Res
+        return F.relu(out)
+
+
+class SENETLayer(nn.Module):
+    """FiBiNET's squeeze-excitation over fields (Huang et al., RecSys 2019).
+
+    ``z = mean_d e`` ``(B, F)``; ``a = relu(W_2 relu(W_1 z))``; output ``e * a`` per field.
+
+    Args:
+        filed_size (int): ``F`` (DeepCTR-Torch's spelling).
+        reduction_ratio (int): ``R = max(1, F // reduction_ratio)``.
+
+    Call: ``forward(inputs: Tensor (B, F, D)) -> Tensor (B, F, D)``.
+    """
+
+    def __init__(self, filed_size: int, reduction_ratio: int = 3) -> None:
+        super().__init__()
+        self.filed_size = filed_size
+        self.reduction_size = max(1, filed_size // reduction_ratio)
+        self.excitation = nn.Sequential(
+            nn.Linear(filed_size, self.reduction_size, bias=False),
+            nn.ReLU(),
+            nn.Linear(self.reduction_size, filed_size, bias=False),
+            nn.ReLU(),
+        )
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        _check_3d(inputs, "SENETLayer")
+        a = self.excitation(inputs.mean(dim=-1))  # (B, F)
+        return inputs * a.unsqueeze(2)
+
+
+class LogTransformLayer(nn.Module):
+    """AFN's logarithmic transformation layer (Cheng et al., "Adaptive Factorization Network: Learning
+    Adaptive-Order Feature Interactions", AAAI 2020): neuron ``n`` computes ``prod_f |e_f| ** w_fn`` per dim.
+
+    ``y = BN_2(exp(BN_1(log max(|e|, 1e-7))^T W + b))`` with ``W (F, N)``, batch norms over the ``D`` channels.
+
+    Args:
+        field_size (int): ``F``.
+        embedding_size (int): ``D``.
+        ltl_hidden_size (int): ``N``.
+
+    Call: ``forward(inputs: Tensor (B, F, D)) -> Tensor (B, D * N)``.
+    """
+
+    def __init__(self, field_size: int, embedding_size: int, ltl_hidden_size: int) -> None:
+        super().__init__()
+        self.ltl_weights = nn.Parameter(torch.empty(field_size, ltl_hidden_size))
+        self.ltl_biases = nn.Parameter(torch.zeros(1, 1, ltl_hidden_size))
+        self.bn = nn.ModuleList([nn.BatchNorm1d(embedding_size) for _ in range(2)])
+        nn.init.normal_(self.ltl_weights, mean=0.0, std=0.1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        _check_3d(inputs, "LogTransformLayer")
+        x = torch.clamp(inputs.abs(), min=1e-7).transpose(1, 2)  # (B, D, F)
+        y = self.bn[0](torch.log(x))  # (B, D, F)
+        y = torch.exp(y @ self.ltl_weights + self.ltl_biases)  # (B, D, N)
+        y = self.bn[1](y)  # (B, D, N)
+        return y.flatten(start_dim=1)  # (B, D * N)

@@ -1,0 +1,177 @@
+"""DCN (Wang et al., "Deep & Cross Network for Ad Click Predictions", ADKDD 2017) and DCN-V2 / DCN-Mix
+(Wang et al., "DCN V2: Improved Deep & Cross Network and Practical Lessons for Web-scale Learning to Rank
+Systems", WWW 2021).
+
+Both run a cross network and a DNN in parallel on the same input ``x_0 = [dense, e_1, ..., e_F]`` and combine
+their outputs with one linear layer, added to the linear (wide) logit as in DeepCTR-Torch.
+
+Notation: ``B`` batch, ``N`` input width (dense values + flattened embeddings), ``T`` tasks.
+
+>>> import torch
+>>> from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+>>> from dist_ctr.schema import DenseFeat, FeatureSchema, SparseFeat
+>>> from dist_ctr.sparse import materialize
+>>> s = FeatureSchema((SparseFeat("a", 10, 4), SparseFeat("b", 5, 8), DenseFeat("x")))
+>>> m = materialize(DCNMix(s, DCNMixConfig(dnn_hidden_units=(8,), low_rank=4)))
+>>> kjt = KeyedJaggedTensor.from_lengths_sync(["a", "b"], torch.tensor([1, 2, 3, 4]), torch.ones(4, dtype=torch.int32))
+>>> tuple(m(torch.randn(2, 1), kjt).shape)
+(2, 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from dist_ctr.layers.core import DNN, PredictionLayer
+from dist_ctr.layers.interaction import CrossNet, CrossNetMix
+from dist_ctr.models.base import CTRModel
+from dist_ctr.models.registry import register_model
+from dist_ctr.models.wdl import DeepInputs, check_feature_names
+from dist_ctr.schema import FeatureSchema
+from dist_ctr.sparse import LinearArch
+
+__all__ = ["DCN", "DCNConfig", "DCNMix", "DCNMixConfig"]
+
+
+@dataclass(frozen=True)
+class DCNConfig:
+    """DeepCTR-Torch's ``DCN`` arguments (feature columns as names; ``None`` = all features)."""
+
+    cross_num: int = 2
+    cross_parameterization: str = "vector"
+    dnn_hidden_units: tuple[int, ...] = (128, 128)
+    l2_reg_linear: float = 1e-5
+    l2_reg_embedding: float = 1e-5
+    l2_reg_cross: float = 1e-5
+    l2_reg_dnn: float = 0.0
+    init_std: float = 1e-4
+    dnn_dropout: float = 0.0
+    dnn_activation: str = "relu"
+    dnn_use_bn: bool = False
+    linear_feature_names: Optional[tuple[str, ...]] = None
+    dnn_feature_names: Optional[tuple[str, ...]] = None
+
+
+@dataclass(frozen=True)
+class DCNMixConfig:
+    """DeepCTR-Torch's ``DCNMix`` arguments (feature columns as names; ``None`` = all features)."""
+
+    cross_num: int = 2
+    dnn_hidden_units: tuple[int, ...] = (128, 128)
+    l2_reg_linear: float = 1e-5
+    l2_reg_embedding: float = 1e-5
+    low_rank: int = 32
+    num_experts: int = 4
+    l2_reg_cross: float = 1e-5
+    l2_reg_dnn: float = 0.0
+    init_std: float = 1e-4
+    dnn_dropout: float = 0.0
+    dnn_activation: str = "relu"
+    dnn_use_bn: bool = False
+    linear_feature_names: Optional[tuple[str, ...]] = None
+    dnn_feature_names: Optional[tuple[str, ...]] = None
+
+
+class _CrossDeep(CTRModel):
+    """Shared body: ``logit = linear(x) + w^T [DNN(x_0), Cross(x_0)] + b`` (either tower may be absent)."""
+
+    def __init__(self, schema: FeatureSchema, cfg: Union[DCNConfig, DCNMixConfig], name: str) -> None:
+        super().__init__(schema)
+        self.config = cfg
+        if cfg.cross_num < 0:
+            raise ValueError(f"{name}: cross_num must be >= 0, got {cfg.cross_num}")
+        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"))
+        inputs = DeepInputs(schema, cfg.dnn_feature_names)
+        use_dnn = len(cfg.dnn_hidden_units) > 0
+        use_cross = cfg.cross_num > 0
+        if not (use_dnn or use_cross):
+            raise ValueError(f"{name}: either dnn_hidden_units or cross_num must be > 0")
+        if inputs.output_dim == 0:
+            raise ValueError(f"{name}: dnn_feature_names select no feature")
+        self.inputs = inputs
+        self.dnn: Optional[DNN] = None
+        self.crossnet: Optional[nn.Module] = None
+        width = 0
+        if use_dnn:
+            self.dnn = DNN(inputs.output_dim, cfg.dnn_hidden_units, cfg.dnn_activation, cfg.dnn_dropout,
+                           cfg.dnn_use_bn, cfg.init_std)
+            width += self.dnn.output_dim
+        if use_cross:
+            self.crossnet = self.make_cross(inputs.output_dim)
+            width += inputs.output_dim
+        self.dnn_linear = nn.Linear(width, self.num_tasks, bias=False)
+        self.register_l2(cfg.l2_reg_dnn, (self.dnn.weights() if self.dnn is not None else []) + [self.dnn_linear.weight])
+        if self.crossnet is not None:
+            self.register_l2(cfg.l2_reg_cross, self.cross_weights())
+        if self.linear.dense_weight is not None:
+            self.register_l2(cfg.l2_reg_linear, self.linear.dense_weight.parameters())
+        self.out = PredictionLayer("binary")
+
+    def make_cross(self, in_features: int) -> nn.Module:
+        raise NotImplementedError
+
+    def cross_weights(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        logit = self.linear(dense, sparse)  # (B, 1)
+        emb, x0 = self.inputs(dense, sparse)  # x0: (B, N)
+        if emb is not None:
+            self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
+        towers = []
+        if self.dnn is not None:
+            towers.append(self.dnn(x0))  # (B, H)
+        if self.crossnet is not None:
+            towers.append(self.crossnet(x0))  # (B, N)
+        stack = torch.cat(towers, dim=1) if len(towers) > 1 else towers[0]  # (B, H + N)
+        logit = logit + self.dnn_linear(stack)  # (B, T)
+        return self.out(logit)  # (B, T)
+
+
+@register_model("DCN", DCNConfig)
+class DCN(_CrossDeep):
+    """Deep & Cross Network; ``cross_parameterization`` "vector" is DCN, "matrix" is DCN-V2's full-rank cross.
+
+    Args:
+        schema (FeatureSchema): features and labels.
+        config (DCNConfig): see the dataclass.
+
+    Call: ``forward(dense: Tensor (B, n_dense), sparse: KJT) -> Tensor (B, T)`` logits.
+    """
+
+    def __init__(self, schema: FeatureSchema, config: DCNConfig = DCNConfig()) -> None:
+        super().__init__(schema, config, "DCN")
+
+    def make_cross(self, in_features: int) -> nn.Module:
+        return CrossNet(in_features, self.config.cross_num, self.config.cross_parameterization)  # type: ignore[union-attr]
+
+    def cross_weights(self) -> list[torch.Tensor]:
+        return [self.crossnet.kernels]  # type: ignore[union-attr]
+
+
+@register_model("DCNMix", DCNMixConfig)
+class DCNMix(_CrossDeep):
+    """DCN-Mix: the cross network is a mixture of ``num_experts`` low-rank (``low_rank``) cross experts.
+
+    Args:
+        schema (FeatureSchema): features and labels.
+        config (DCNMixConfig): see the dataclass.
+
+    Call: ``forward(dense: Tensor (B, n_dense), sparse: KJT) -> Tensor (B, T)`` logits.
+    """
+
+    def __init__(self, schema: FeatureSchema, config: DCNMixConfig = DCNMixConfig()) -> None:
+        super().__init__(schema, config, "DCNMix")
+
+    def make_cross(self, in_features: int) -> nn.Module:
+        cfg: DCNMixConfig = self.config  # type: ignore[assignment]
+        return CrossNetMix(in_features, cfg.low_rank, cfg.num_experts, cfg.cross_num)
+
+    def cross_weights(self) -> list[torch.Tensor]:
+        c: CrossNetMix = self.crossnet  # type: ignore[assignment]
+        return [c.U_list, c.V_list, c.C_list]

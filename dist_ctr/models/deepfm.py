@@ -1,0 +1,99 @@
+"""DeepFM (Guo et al., "DeepFM: A Factorization-Machine based Neural Network for CTR Prediction", IJCAI 2017).
+
+Notation: ``B`` batch, ``F`` pooled sparse features of the DNN, ``D`` embedding dim, ``N`` DNN input width,
+``T`` tasks.
+
+>>> import torch
+>>> from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+>>> from dist_ctr.schema import DenseFeat, FeatureSchema, SparseFeat
+>>> from dist_ctr.sparse import materialize
+>>> s = FeatureSchema((SparseFeat("a", 10, 4), SparseFeat("b", 5, 4), DenseFeat("x")))
+>>> m = materialize(DeepFM(s, DeepFMConfig(dnn_hidden_units=(8,))))
+>>> kjt = KeyedJaggedTensor.from_lengths_sync(["a", "b"], torch.tensor([1, 2, 3, 4]), torch.ones(4, dtype=torch.int32))
+>>> tuple(m(torch.randn(2, 1), kjt).shape)
+(2, 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from dist_ctr.layers.core import DNN, PredictionLayer
+from dist_ctr.layers.interaction import FM
+from dist_ctr.models.base import CTRModel
+from dist_ctr.models.registry import register_model
+from dist_ctr.models.wdl import DeepInputs, check_feature_names
+from dist_ctr.schema import FeatureSchema
+from dist_ctr.sparse import LinearArch
+
+__all__ = ["DeepFM", "DeepFMConfig"]
+
+
+@dataclass(frozen=True)
+class DeepFMConfig:
+    """DeepCTR-Torch's ``DeepFM`` arguments (feature columns as names; ``None`` = all features)."""
+
+    use_fm: bool = True
+    dnn_hidden_units: tuple[int, ...] = (256, 128)
+    l2_reg_linear: float = 1e-5
+    l2_reg_embedding: float = 1e-5
+    l2_reg_dnn: float = 0.0
+    init_std: float = 1e-4
+    dnn_dropout: float = 0.0
+    dnn_activation: str = "relu"
+    dnn_use_bn: bool = False
+    linear_feature_names: Optional[tuple[str, ...]] = None
+    dnn_feature_names: Optional[tuple[str, ...]] = None
+
+
+@register_model("DeepFM", DeepFMConfig)
+class DeepFM(CTRModel):
+    """``logit = linear(x) + FM(e_1..e_F) + w^T DNN([dense, e_1, ..., e_F]) + b``; FM and DNN share embeddings.
+
+    The FM term needs one embedding dim over the sparse DNN features (a clear error names them otherwise) and is
+    skipped when there are none (dense-only schemas).
+
+    Args:
+        schema (FeatureSchema): features and labels.
+        config (DeepFMConfig): see the dataclass.
+
+    Call: ``forward(dense: Tensor (B, n_dense), sparse: KJT) -> Tensor (B, T)`` logits.
+    """
+
+    def __init__(self, schema: FeatureSchema, config: DeepFMConfig = DeepFMConfig()) -> None:
+        super().__init__(schema)
+        cfg = self.config = config
+        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"))
+        inputs = DeepInputs(schema, cfg.dnn_feature_names)
+        self.use_fm = cfg.use_fm and inputs.num_fields > 0
+        self.use_dnn = len(cfg.dnn_hidden_units) > 0 and inputs.output_dim > 0
+        if self.use_fm:
+            inputs.require_equal_dims("DeepFM (use_fm=True)")
+        self.inputs: Optional[DeepInputs] = inputs if (self.use_fm or self.use_dnn) else None
+        self.fm = FM()
+        self.dnn: Optional[DNN] = None
+        if self.use_dnn:
+            self.dnn = DNN(inputs.output_dim, cfg.dnn_hidden_units, cfg.dnn_activation, cfg.dnn_dropout,
+                           cfg.dnn_use_bn, cfg.init_std)
+            self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
+            self.register_l2(cfg.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+        if self.linear.dense_weight is not None:
+            self.register_l2(cfg.l2_reg_linear, self.linear.dense_weight.parameters())
+        self.out = PredictionLayer("binary")
+
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        logit = self.linear(dense, sparse)  # (B, 1)
+        if self.inputs is not None:
+            emb, x = self.inputs(dense, sparse)  # x: (B, N)
+            if emb is not None:
+                self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
+                if self.use_fm:
+                    logit = logit + self.fm(emb.pooled)  # (B, F, D) -> (B, 1)
+            if self.dnn is not None:
+                logit = logit + self.dnn_linear(self.dnn(x))  # (B, T)
+        return self.out(logit.expand(-1, self.num_tasks))  # (B, T)

@@ -1,0 +1,89 @@
+"""FGCNN: convolution-generated features join the raw embeddings in an IPNN-style DNN."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from dist_ctr.layers.convolution import FGCNNLayer
+from dist_ctr.layers.core import DNN
+from dist_ctr.layers.pairwise import InnerProductLayer
+from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.registry import register_model
+from dist_ctr.schema import FeatureSchema
+from dist_ctr.sparse import SparseArch
+
+__all__ = ["FGCNN", "FGCNNConfig"]
+
+
+@dataclass(frozen=True)
+class FGCNNConfig:
+    """DeepCTR's ``FGCNN`` arguments (feature columns as names; ``None`` = every feature)."""
+
+    conv_kernel_width: tuple[int, ...] = (7, 7, 7, 7)
+    conv_filters: tuple[int, ...] = (14, 16, 18, 20)
+    new_maps: tuple[int, ...] = (3, 3, 3, 3)
+    pooling_width: tuple[int, ...] = (2, 2, 2, 2)
+    dnn_hidden_units: tuple[int, ...] = (256, 128, 64)
+    l2_reg_linear: float = 1e-5
+    l2_reg_embedding: float = 1e-5
+    l2_reg_dnn: float = 0.0
+    dnn_dropout: float = 0.0
+    dnn_activation: str = "relu"
+    init_std: float = 1e-4
+    linear_feature_names: Optional[tuple[str, ...]] = None
+    dnn_feature_names: Optional[tuple[str, ...]] = None
+
+    def __post_init__(self) -> None:
+        if not (len(self.conv_kernel_width) == len(self.conv_filters) == len(self.new_maps)
+                == len(self.pooling_width)):
+            raise ValueError("FGCNN: conv_kernel_width, conv_filters, new_maps and pooling_width must have the "
+                             "same length")
+
+
+@register_model("FGCNN", FGCNNConfig)
+class FGCNN(FieldModel):
+    """Feature Generation by CNN (Liu et al., "Feature Generation by Convolutional Neural Network for
+    Click-Through Rate Prediction", WWW 2019), as DeepCTR.
+
+    A second embedding of the same features (tables ``fg__*``) feeds :class:`FGCNNLayer`; its new features join
+    the raw embeddings, ``c = [e ; new]``, and ``logit = linear(x) + w^T DNN([flatten(c) ; <c_i, c_j>_{i<j}])``.
+    Dense features reach only the linear part, as DeepCTR.
+
+    Notation: ``B`` batch, ``F`` sparse features, ``N`` generated features, ``D`` embedding dim, ``T`` tasks.
+
+    Call: ``forward(dense: Tensor (B, n_dense), sparse: KJT) -> Tensor (B, T)`` logits.
+    """
+
+    def __init__(self, schema: FeatureSchema, config: FGCNNConfig = FGCNNConfig()) -> None:
+        super().__init__(schema)
+        self.config = config
+        self.build_fields("FGCNN", config.dnn_feature_names, config.linear_feature_names, config.l2_reg_linear)
+        Fn, D = self.num_fields, self.embedding_dim
+        self.fg_embedding: Optional[SparseArch] = None
+        self.fgcnn: Optional[FGCNNLayer] = None
+        total = Fn
+        if config.conv_filters:
+            self.fg_embedding = SparseArch(schema, self.sparse_names, table_prefix="fg__")
+            self.fgcnn = FGCNNLayer(Fn, D, config.conv_filters, config.conv_kernel_width, config.new_maps,
+                                    config.pooling_width)
+            total += self.fgcnn.new_feature_num
+        self.inner = InnerProductLayer()
+        self.dnn = DNN(total * D + total * (total - 1) // 2, config.dnn_hidden_units, config.dnn_activation,
+                       config.dnn_dropout, False, config.init_std)
+        self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
+        self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)
+        combined = emb
+        if self.fgcnn is not None and self.fg_embedding is not None:
+            fg = self.fg_embedding(sparse).pooled  # (B, F, D)
+            self.add_embedding_l2(self.config.l2_reg_embedding, fg)
+            combined = torch.cat([emb, self.fgcnn(fg)], dim=1)  # (B, F + N, D)
+        x = torch.cat([combined.flatten(start_dim=1), self.inner(combined).flatten(start_dim=1)], dim=1)
+        return self.out(self.linear_logit(dense, sparse) + self.dnn_linear(self.dnn(x)))  # (B, T)

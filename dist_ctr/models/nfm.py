@@ -1,0 +1,66 @@
+"""NFM: linear part plus a DNN over the Bi-Interaction pooled embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from dist_ctr.layers.core import DNN
+from dist_ctr.layers.pairwise import BiInteractionPooling
+from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.registry import register_model
+from dist_ctr.schema import FeatureSchema
+
+__all__ = ["NFM", "NFMConfig"]
+
+
+@dataclass(frozen=True)
+class NFMConfig:
+    """DeepCTR-Torch's ``NFM`` arguments (feature columns as names; ``None`` = every feature)."""
+
+    dnn_hidden_units: tuple[int, ...] = (128, 128)
+    l2_reg_embedding: float = 1e-5
+    l2_reg_linear: float = 1e-5
+    l2_reg_dnn: float = 0.0
+    init_std: float = 1e-4
+    bi_dropout: float = 0.0
+    dnn_dropout: float = 0.0
+    dnn_activation: str = "relu"
+    linear_feature_names: Optional[tuple[str, ...]] = None
+    dnn_feature_names: Optional[tuple[str, ...]] = None
+
+
+@register_model("NFM", NFMConfig)
+class NFM(FieldModel):
+    """Neural Factorization Machine (He & Chua, "Neural Factorization Machines for Sparse Predictive Analytics",
+    SIGIR 2017).
+
+    ``logit = linear(x) + w^T DNN([BiInteraction(e) ; dense])`` with ``BiInteraction(e) = sum_{i<j} e_i * e_j``.
+
+    Notation: ``B`` batch, ``F`` sparse features, ``D`` embedding dim, ``T`` tasks.
+
+    Call: ``forward(dense: Tensor (B, n_dense), sparse: KJT) -> Tensor (B, T)`` logits.
+    """
+
+    def __init__(self, schema: FeatureSchema, config: NFMConfig = NFMConfig()) -> None:
+        super().__init__(schema)
+        self.config = config
+        self.build_fields("NFM", config.dnn_feature_names, config.linear_feature_names, config.l2_reg_linear)
+        if not config.dnn_hidden_units:
+            raise ValueError("NFM needs non-empty dnn_hidden_units")
+        self.bi_pooling = BiInteractionPooling()
+        self.bi_dropout = nn.Dropout(config.bi_dropout)
+        self.dnn = DNN(self.embedding_dim + self.dense_cols.width, config.dnn_hidden_units, config.dnn_activation,
+                       config.dnn_dropout, False, config.init_std)
+        self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
+        self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)
+        bi = self.bi_dropout(self.bi_pooling(emb).squeeze(1))  # (B, D)
+        x = torch.cat([bi, self.dense_cols(dense)], dim=1)  # (B, D + n)
+        return self.out(self.linear_logit(dense, sparse) + self.dnn_linear(self.dnn(x)))  # (B, T)

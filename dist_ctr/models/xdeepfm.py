@@ -1,0 +1,106 @@
+"""xDeepFM (Lian et al., "xDeepFM: Combining Explicit and Implicit Feature Interactions for Recommender
+Systems", KDD 2018).
+
+Notation: ``B`` batch, ``F`` pooled sparse features of the DNN, ``D`` embedding dim, ``N`` DNN input width,
+``T`` tasks.
+
+>>> import torch
+>>> from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+>>> from dist_ctr.schema import DenseFeat, FeatureSchema, SparseFeat
+>>> from dist_ctr.sparse import materialize
+>>> s = FeatureSchema((SparseFeat("a", 10, 4), SparseFeat("b", 5, 4), DenseFeat("x")))
+>>> m = materialize(xDeepFM(s, xDeepFMConfig(dnn_hidden_units=(8,), cin_layer_size=(4, 4))))
+>>> kjt = KeyedJaggedTensor.from_lengths_sync(["a", "b"], torch.tensor([1, 2, 3, 4]), torch.ones(4, dtype=torch.int32))
+>>> tuple(m(torch.randn(2, 1), kjt).shape)
+(2, 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from dist_ctr.layers.core import DNN, PredictionLayer
+from dist_ctr.layers.interaction import CIN
+from dist_ctr.models.base import CTRModel
+from dist_ctr.models.registry import register_model
+from dist_ctr.models.wdl import DeepInputs, check_feature_names
+from dist_ctr.schema import FeatureSchema
+from dist_ctr.sparse import LinearArch
+
+__all__ = ["xDeepFM", "xDeepFMConfig"]
+
+
+@dataclass(frozen=True)
+class xDeepFMConfig:  # noqa: N801 (DeepCTR's name)
+    """DeepCTR-Torch's ``xDeepFM`` arguments (feature columns as names; ``None`` = all features)."""
+
+    dnn_hidden_units: tuple[int, ...] = (256, 256)
+    cin_layer_size: tuple[int, ...] = (256, 128)
+    cin_split_half: bool = True
+    cin_activation: str = "relu"
+    l2_reg_linear: float = 1e-5
+    l2_reg_embedding: float = 1e-5
+    l2_reg_dnn: float = 0.0
+    l2_reg_cin: float = 0.0
+    init_std: float = 1e-4
+    dnn_dropout: float = 0.0
+    dnn_activation: str = "relu"
+    dnn_use_bn: bool = False
+    linear_feature_names: Optional[tuple[str, ...]] = None
+    dnn_feature_names: Optional[tuple[str, ...]] = None
+
+
+@register_model("xDeepFM", xDeepFMConfig)
+class xDeepFM(CTRModel):  # noqa: N801 (DeepCTR's name)
+    """``logit = linear(x) + w_dnn^T DNN([dense, e_1..e_F]) + w_cin^T CIN(e_1..e_F) + b``.
+
+    CIN needs one embedding dim over the sparse DNN features (a clear error names them otherwise) and is
+    skipped when there are none (dense-only schemas).
+
+    Args:
+        schema (FeatureSchema): features and labels.
+        config (xDeepFMConfig): see the dataclass.
+
+    Call: ``forward(dense: Tensor (B, n_dense), sparse: KJT) -> Tensor (B, T)`` logits.
+    """
+
+    def __init__(self, schema: FeatureSchema, config: xDeepFMConfig = xDeepFMConfig()) -> None:
+        super().__init__(schema)
+        cfg = self.config = config
+        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"))
+        inputs = DeepInputs(schema, cfg.dnn_feature_names)
+        self.use_cin = len(cfg.cin_layer_size) > 0 and inputs.num_fields > 0
+        self.use_dnn = len(cfg.dnn_hidden_units) > 0 and inputs.output_dim > 0
+        self.inputs: Optional[DeepInputs] = inputs if (self.use_cin or self.use_dnn) else None
+        self.dnn: Optional[DNN] = None
+        self.cin: Optional[CIN] = None
+        if self.use_dnn:
+            self.dnn = DNN(inputs.output_dim, cfg.dnn_hidden_units, cfg.dnn_activation, cfg.dnn_dropout,
+                           cfg.dnn_use_bn, cfg.init_std)
+            self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
+            self.register_l2(cfg.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+        if self.use_cin:
+            inputs.require_equal_dims("xDeepFM (CIN)")
+            self.cin = CIN(inputs.num_fields, cfg.cin_layer_size, cfg.cin_activation, cfg.cin_split_half)
+            self.cin_linear = nn.Linear(self.cin.featuremap_num, self.num_tasks, bias=False)
+            self.register_l2(cfg.l2_reg_cin, [c.weight for c in self.cin.conv1ds])
+        if self.linear.dense_weight is not None:
+            self.register_l2(cfg.l2_reg_linear, self.linear.dense_weight.parameters())
+        self.out = PredictionLayer("binary")
+
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        logit = self.linear(dense, sparse)  # (B, 1)
+        if self.inputs is not None:
+            emb, x = self.inputs(dense, sparse)  # x: (B, N)
+            if emb is not None:
+                self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
+                if self.cin is not None:
+                    logit = logit + self.cin_linear(self.cin(emb.pooled))  # (B, F, D) -> (B, T)
+            if self.dnn is not None:
+                logit = logit + self.dnn_linear(self.dnn(x))  # (B, T)
+        return self.out(logit.expand(-1, self.num_tasks))  # (B, T)

@@ -1,0 +1,87 @@
+"""KMaxPooling, CCPM's ConvLayer and FGCNNLayer against torch references."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dist_ctr.layers.convolution import ConvLayer, FGCNNLayer, FieldConv2d, KMaxPooling
+
+
+def test_kmax_pooling_is_sorted_topk_as_deepctr():
+    x = torch.tensor([[[3.0, 0.0], [1.0, 5.0], [2.0, 4.0], [7.0, 1.0]]])  # (1, 4, 2)
+    out = KMaxPooling(k=2, axis=1)(x)
+    torch.testing.assert_close(out, torch.topk(x, 2, dim=1).values)
+    torch.testing.assert_close(out, torch.tensor([[[7.0, 5.0], [3.0, 4.0]]]))  # largest first, per column
+
+
+def test_kmax_pooling_keep_order_keeps_original_positions():
+    x = torch.randn(4, 3, 9, 2)
+    out = KMaxPooling(k=4, axis=2, keep_order=True)(x)
+    for b, c, d in itertools.product(range(4), range(3), range(2)):
+        col = x[b, c, :, d]
+        keep = torch.topk(col, 4).indices.sort().values
+        torch.testing.assert_close(out[b, c, :, d], col[keep])
+
+
+def test_kmax_pooling_rejects_bad_k_and_axis():
+    with pytest.raises(ValueError, match="k must be in 1..3"):
+        KMaxPooling(k=4, axis=1)(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="axis must be in 0..1"):
+        KMaxPooling(k=1, axis=2)(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 6])
+def test_field_conv_is_tf_same_padding(width):
+    conv = FieldConv2d(2, 3, width)
+    x = torch.randn(2, 2, 5, 4)
+    total = width - 1
+    ref = F.conv2d(F.pad(x, (0, 0, total // 2, total - total // 2)), conv.weight, conv.bias)
+    torch.testing.assert_close(conv(x), ref)
+    assert conv(x).shape == (2, 3, 5, 4)
+
+
+def test_conv_layer_follows_deepctr_k_schedule_and_ops():
+    n, widths, filters = 10, (3, 2, 2), (2, 3, 4)
+    layer = ConvLayer(n, widths, filters)
+    l_ = len(filters)
+    ks, rows = [], n
+    for i in range(1, l_ + 1):
+        rows = min(max(1, int((1 - (i / l_) ** (l_ - i)) * n)) if i < l_ else 3, rows)
+        ks.append(rows)
+    assert ks == [8, 3, 3] and layer.filed_shape == 3  # int((1 - 1/9) * 10), int((1 - 2/3) * 10), 3
+    x = torch.randn(2, 1, n, 4)
+    ref = x
+    convs = [m for m in layer.conv_layer if isinstance(m, FieldConv2d)]
+    for conv, k in zip(convs, ks):
+        ref = torch.topk(torch.tanh(conv(ref)), k, dim=2).values
+    torch.testing.assert_close(layer(x), ref)
+    assert layer(x).shape == (2, 4, 3, 4)
+
+
+def test_conv_layer_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="equal length"):
+        ConvLayer(5, (3,), (2, 2))
+
+
+def test_fgcnn_layer_one_stage_by_hand():
+    Fn, D = 7, 3
+    layer = FGCNNLayer(Fn, D, filters=(2, 3), kernel_width=(3, 2), new_maps=(2, 1), pooling_width=(2, 3))
+    assert layer.rows == [3, 1] and layer.new_feature_num == 2 * 3 + 1 * 1
+    x = torch.randn(4, Fn, D)
+    out = layer(x)
+    assert out.shape == (4, 7, D)
+    conv, dense = layer.convs[0], layer.dense[0]
+    pooled = F.max_pool2d(torch.tanh(conv(x.unsqueeze(1))), kernel_size=(2, 1))  # (4, 2, 3, D)
+    assert pooled.shape == (4, 2, 3, D)
+    first = torch.tanh(dense(pooled.permute(0, 2, 3, 1).reshape(4, -1))).view(4, 6, D)
+    torch.testing.assert_close(out[:, :6], first)
+
+
+def test_fgcnn_layer_keeps_a_row_when_fields_run_out():
+    layer = FGCNNLayer(3, 4, filters=(2, 2, 2), kernel_width=(3, 3, 3), new_maps=(1, 1, 1), pooling_width=(2, 2, 2))
+    assert layer.rows == [1, 1, 1]
+    assert layer(torch.randn(2, 3, 4)).shape == (2, 3, 4)
