@@ -76,6 +76,8 @@ def make_plan(module: nn.Module, env: DistEnv, sharding: dict[str, Any], batch_s
     )
     from dist_ctr.distributed.sharding_config import ShardingConfig
 
+    if not sharding and env.world_size == 1:
+        sharding = {"default_types": ["table_wise"]}  # one rank: splitting a table only adds lookups
     cfg = ShardingConfig.from_dict(sharding) if not isinstance(sharding, ShardingConfig) else sharding
     tables, pooled = _table_specs(module)
     topology = make_topology(env.world_size, env.device.type, local_world_size=env.local_world_size)
