@@ -1,0 +1,493 @@
+"""Arrow tables -> NumPy columns -> ``CTRBatch``, vectorised (no Python loop per row).
+
+Notation: ``N`` rows of a block, ``B`` batch size, ``F1`` single-valued sparse features, ``n_dense`` dense
+width, ``T`` tasks.
+
+Per feature, whole columns at a time:
+
+- ``SparseFeat`` without ``use_hash``: integer ids taken as they are, checked to lie in
+  ``[0, vocabulary_size)`` (negative or too large ids raise :class:`BadValueError` naming file, row group and
+  column);
+- ``use_hash``: :func:`dist_ctr.schema.stable_hash` of the raw value (hex string, bytes or int) modulo the
+  vocabulary -- the schema's one hash, so training and serving agree;
+- a vocabulary file (``DataConfig.vocabularies``): line ``i`` -> id ``i + 1``, unknown / null -> 0;
+- ``VarLenSparseFeat``: a Parquet list column; each list truncated to its first ``maxlen`` ids; a null list is
+  an empty bag;
+- ``DenseFeat``: nulls / NaNs -> ``fill_na``; then ``none`` | ``log`` (``log(1 + max(x, 0))``) | ``minmax``
+  (see :class:`~dist_ctr.data.config.DenseTransformConfig`); ``dimension > 1`` reads a list column of exactly
+  that many values;
+- labels: ``(N, T)`` float32; binary labels must be 0 or 1, no label may be null.
+
+>>> import pyarrow as pa
+>>> from dist_ctr.schema import FeatureSchema, SparseFeat, DenseFeat, LabelSpec
+>>> s = FeatureSchema((SparseFeat("C1", 10), SparseFeat("C2", 100, use_hash=True), DenseFeat("I1")))
+>>> t = TableTransform(s, DenseTransformConfig(transform="none"))
+>>> cols = t.transform(pa.table({"C1": [1, 2], "C2": ["a", "b"], "I1": [3.0, None], "label": [0, 1]}))
+>>> cols.ids.shape, cols.dense.tolist(), cols.labels.tolist()
+((2, 2), [[3.0], [0.0]], [[0.0], [1.0]])
+>>> b = cols.to_batch(t.layout)
+>>> b.sparse.keys(), b.sparse.values().tolist()[:2]
+(['C1', 'C2'], [1, 2])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from dist_ctr.data.batch import CTRBatch
+from dist_ctr.data.config import DenseTransformConfig
+from dist_ctr.data.errors import BadValueError, DataError, SchemaMismatchError
+from dist_ctr.schema import DenseFeat, FeatureSchema, SparseFeat, VarLenSparseFeat, stable_hash
+
+__all__ = ["Columns", "TableTransform", "concat_lists", "load_vocabulary", "dense_transform"]
+
+
+# ---- column blocks ------------------------------------------------------------------------------------------
+@dataclass
+class Columns:
+    """A block of ``N`` transformed rows, column-major.
+
+    Args:
+        dense (np.ndarray): ``(N, n_dense)`` float32.
+        ids (np.ndarray): ``(N, F1)`` int64, single-valued sparse features in schema order (row-major: a shuffle
+            gathers whole rows, several times faster than gathering ``F1`` strided columns).
+        lists (list[tuple[np.ndarray, np.ndarray]]): per multi-valued feature ``(offsets (N + 1,) int64,
+            values int64)``.
+        labels (np.ndarray): ``(N, T)`` float32.
+        row_ids (np.ndarray): ``(N,)`` int64; ``-1`` marks pad rows.
+    """
+
+    dense: np.ndarray
+    ids: np.ndarray
+    lists: list[tuple[np.ndarray, np.ndarray]]
+    labels: np.ndarray
+    row_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.row_ids.shape[0])
+
+    def take(self, idx: np.ndarray) -> "Columns":
+        """Rows ``idx`` (a permutation slice) as a new block."""
+        return Columns(np.take(self.dense, idx, axis=0), np.take(self.ids, idx, axis=0),
+                       [_take_list(o, v, idx) for o, v in self.lists], np.take(self.labels, idx, axis=0),
+                       np.take(self.row_ids, idx))
+
+    def slice(self, lo: int, hi: int) -> "Columns":
+        lists = []
+        for o, v in self.lists:
+            lists.append((o[lo : hi + 1] - o[lo], v[o[lo] : o[hi]]))
+        return Columns(self.dense[lo:hi], self.ids[lo:hi], lists, self.labels[lo:hi], self.row_ids[lo:hi])
+
+    @staticmethod
+    def concat(blocks: Sequence["Columns"]) -> "Columns":
+        if len(blocks) == 1:
+            return blocks[0]
+        return Columns(
+            np.concatenate([b.dense for b in blocks]),
+            np.concatenate([b.ids for b in blocks]),
+            concat_lists([b.lists for b in blocks]),
+            np.concatenate([b.labels for b in blocks]),
+            np.concatenate([b.row_ids for b in blocks]),
+        )
+
+    @staticmethod
+    def pad(n: int, n_dense: int, n_single: int, n_lists: int, n_tasks: int) -> "Columns":
+        """``n`` pad rows: zero dense, id 0, empty lists, label 0, ``row_ids == -1``."""
+        return Columns(
+            np.zeros((n, n_dense), np.float32),
+            np.zeros((n, n_single), np.int64),
+            [(np.zeros(n + 1, np.int64), np.zeros(0, np.int64)) for _ in range(n_lists)],
+            np.zeros((n, n_tasks), np.float32),
+            np.full(n, -1, np.int64),
+        )
+
+    def to_batch(self, layout: "BatchLayout") -> CTRBatch:
+        """One ``CTRBatch``: a key-major KJT (keys = schema sparse names), dense ``(B, n_dense)``, labels ``(B, T)``."""
+        n = len(self)
+        if not self.lists:
+            values = np.ascontiguousarray(self.ids.T).reshape(-1)  # (F1 * B,) key-major
+            lengths = np.ones(values.shape[0], np.int32)
+        else:
+            vparts, lparts = [], []
+            for kind, j in layout.order:
+                if kind == 0:
+                    vparts.append(self.ids[:, j])
+                    lparts.append(np.ones(n, np.int32))
+                else:
+                    o, v = self.lists[j]
+                    vparts.append(v)
+                    lparts.append(np.diff(o).astype(np.int32))
+            values = np.concatenate(vparts) if vparts else np.zeros(0, np.int64)
+            lengths = np.concatenate(lparts) if lparts else np.zeros(0, np.int32)
+        kjt = KeyedJaggedTensor(keys=list(layout.keys), values=torch.from_numpy(values),
+                                lengths=torch.from_numpy(lengths), stride=n)
+        return CTRBatch(
+            dense=torch.from_numpy(np.ascontiguousarray(self.dense)),
+            sparse=kjt,
+            labels=torch.from_numpy(np.ascontiguousarray(self.labels)),
+            row_ids=torch.from_numpy(np.ascontiguousarray(self.row_ids)),
+        )
+
+
+def concat_lists(parts: Sequence[list[tuple[np.ndarray, np.ndarray]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Concatenate the jagged columns of several blocks (one ``(offsets, values)`` list per block)."""
+    if len(parts) == 1:
+        return list(parts[0])
+    lists = []
+    for j in range(len(parts[0])):
+        offs, vals, base = [np.zeros(1, np.int64)], [], 0
+        for p in parts:
+            o, v = p[j]
+            offs.append(o[1:] + base)
+            vals.append(v)
+            base += int(o[-1])  # host value (numpy)
+        lists.append((np.concatenate(offs), np.concatenate(vals)))
+    return lists
+
+
+def _take_list(offsets: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``idx`` of a jagged column, vectorised."""
+    lens = (offsets[1:] - offsets[:-1])[idx]
+    new_off = np.zeros(len(idx) + 1, np.int64)
+    np.cumsum(lens, out=new_off[1:])
+    total = int(new_off[-1])  # host value (numpy)
+    if total == 0:
+        return new_off, np.zeros(0, np.int64)
+    src_start = np.repeat(offsets[:-1][idx], lens)
+    pos = np.arange(total, dtype=np.int64) - np.repeat(new_off[:-1], lens)
+    return new_off, values[src_start + pos]
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """Where each KJT key's ids live in a :class:`Columns`: ``(0, j)`` -> ``ids[j]``, ``(1, j)`` -> ``lists[j]``."""
+
+    keys: tuple[str, ...]
+    order: tuple[tuple[int, int], ...]
+    n_dense: int
+    n_single: int
+    n_lists: int
+    n_tasks: int
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------
+def load_vocabulary(url: str, storage_options: Optional[Mapping[str, Any]] = None) -> pa.Array:
+    """Read a vocabulary file (one value per line, UTF-8) from any fsspec URL. Duplicates are an error."""
+    import fsspec
+
+    try:
+        with fsspec.open(url, "rt", encoding="utf-8", **dict(storage_options or {})) as f:
+            lines = [ln.rstrip("\r\n") for ln in f]
+    except FileNotFoundError:
+        raise DataError("vocabulary file not found", file=url) from None
+    while lines and lines[-1] == "":
+        lines.pop()
+    arr = pa.array(lines, type=pa.string())
+    if len(pc.unique(arr)) != len(arr):
+        raise DataError("vocabulary has duplicate values", file=url)
+    return arr
+
+
+def dense_transform(x: np.ndarray, kind: str, stats: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Apply a dense transform in place to a float32 array (after fill-NA).
+
+    >>> dense_transform(np.array([-2.0, 0.0, np.e - 1], np.float32), "log").round(4).tolist()
+    [0.0, 0.0, 1.0]
+    >>> dense_transform(np.array([0.0, 5.0, 20.0], np.float32), "minmax", (0.0, 10.0)).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    if kind == "log":
+        np.maximum(x, 0, out=x)
+        np.log1p(x, out=x)
+    elif kind == "minmax":
+        lo, hi = float(stats[0]), float(stats[1])  # type: ignore[index]
+        if hi > lo:
+            x -= lo
+            x *= 1.0 / (hi - lo)
+            np.clip(x, 0.0, 1.0, out=x)
+        else:
+            x[...] = 0.0
+    return x
+
+
+def _is_str(t: pa.DataType) -> bool:
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t) or (pa.types.is_dictionary(t) and _is_str(t.value_type)))
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _combine(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return col
+
+
+# ---- the transform ------------------------------------------------------------------------------------------
+class TableTransform:
+    """Schema-driven conversion of Arrow tables (one row group at a time) to :class:`Columns`.
+
+    Args:
+        schema (FeatureSchema): features and labels.
+        dense (DenseTransformConfig | None): dense fill / transform.
+        vocabularies (dict[str, pa.Array] | None): feature name -> vocabulary values (see :func:`load_vocabulary`).
+        row_id_column (str | None): the row-id column, if the data has one.
+        labels_present (bool): read the schema's label columns (else labels are 0).
+    """
+
+    def __init__(self, schema: FeatureSchema, dense: Optional[DenseTransformConfig] = None,
+                 vocabularies: Optional[Mapping[str, pa.Array]] = None, row_id_column: Optional[str] = None,
+                 labels_present: bool = True) -> None:
+        self.schema = schema
+        self.dense_cfg = dense or DenseTransformConfig()
+        self.vocabularies = dict(vocabularies or {})
+        self.row_id_column = row_id_column
+        self.labels_present = labels_present
+        names = {f.name for f in schema.features}
+        for name in list(self.vocabularies) + list(self.dense_cfg.per_feature) + list(self.dense_cfg.stats):
+            if name not in names:
+                raise DataError(f"data config names feature {name!r}, which is not in the schema "
+                                f"(features: {sorted(names)})")
+        for name, voc in self.vocabularies.items():
+            f = schema.feature(name)
+            if isinstance(f, DenseFeat):
+                raise DataError(f"vocabulary given for dense feature {name!r}")
+            if len(voc) + 1 > f.vocabulary_size:
+                raise DataError(f"feature {name!r}: vocabulary of {len(voc)} values needs vocabulary_size >= "
+                                f"{len(voc) + 1} (id 0 is the out-of-vocabulary bucket), schema has {f.vocabulary_size}")
+        for f in schema.dense_features:
+            if self.dense_cfg.transform_of(f.name) == "minmax" and f.name not in self.dense_cfg.stats:
+                raise DataError(f"dense feature {f.name!r} uses 'minmax' but data.dense.stats has no [min, max] for it")
+        order, n_single, n_lists = [], 0, 0
+        for f in schema.sparse_features:
+            if isinstance(f, VarLenSparseFeat):
+                order.append((1, n_lists))
+                n_lists += 1
+            else:
+                order.append((0, n_single))
+                n_single += 1
+        self.layout = BatchLayout(tuple(schema.sparse_names), tuple(order), schema.n_dense, n_single, n_lists,
+                                  len(schema.labels))
+        self._dense_kinds = [self.dense_cfg.transform_of(f.name) for f in schema.dense_features]
+
+    # ---- columns and types ----------------------------------------------------------------------------
+    @property
+    def columns(self) -> list[str]:
+        """Columns read from each file."""
+        cols = [f.name for f in self.schema.features]
+        if self.labels_present:
+            cols += self.schema.label_names
+        if self.row_id_column:
+            cols.append(self.row_id_column)
+        return cols
+
+    def check_schema(self, file: str, arrow_schema: pa.Schema, labels: bool = True, row_id: bool = True) -> None:
+        """Raise :class:`SchemaMismatchError` naming the file and column when a column is missing or unusable."""
+        def typ(name: str) -> pa.DataType:
+            idx = arrow_schema.get_field_index(name)
+            if idx < 0:
+                raise SchemaMismatchError(f"missing column (file has: {arrow_schema.names})", file=file, column=name)
+            return arrow_schema.field(idx).type
+
+        def bad(name: str, t: pa.DataType, need: str) -> SchemaMismatchError:
+            return SchemaMismatchError(f"has type {t}, but {need}", file=file, column=name)
+
+        for f in self.schema.features:
+            t = typ(f.name)
+            if isinstance(f, DenseFeat):
+                if f.dimension == 1:
+                    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+                        raise bad(f.name, t, "dense feature needs a numeric column")
+                elif not (_is_list(t) and (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type))):
+                    raise bad(f.name, t, f"dense feature of dimension {f.dimension} needs a list of numbers")
+                continue
+            if isinstance(f, VarLenSparseFeat):
+                if not _is_list(t):
+                    raise bad(f.name, t, "a VarLenSparseFeat needs a list column")
+                t = t.value_type
+            self._check_id_type(file, f, t, bad)
+        if labels and self.labels_present:
+            for name in self.schema.label_names:
+                t = typ(name)
+                if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+                    raise bad(name, t, "labels must be numeric")
+        if row_id and self.row_id_column:
+            t = typ(self.row_id_column)
+            if not pa.types.is_integer(t):
+                raise bad(self.row_id_column, t, "the row-id column must hold integers")
+
+    def _check_id_type(self, file: str, f: SparseFeat | VarLenSparseFeat, t: pa.DataType, bad: Any) -> None:
+        if f.name in self.vocabularies or f.use_hash:
+            if not (pa.types.is_integer(t) or _is_str(t)):
+                raise bad(f.name, t, "hashed / vocabulary features need integer or string values")
+        elif not pa.types.is_integer(t):
+            raise bad(f.name, t, f"feature {f.name!r} (use_hash=False) needs integer ids in [0, "
+                                 f"{f.vocabulary_size}); set use_hash or give a vocabulary")
+
+    # ---- values ---------------------------------------------------------------------------------------
+    def _ids(self, f: SparseFeat | VarLenSparseFeat, arr: pa.Array, where: dict[str, Any]) -> np.ndarray:
+        """Raw values of one feature -> int64 ids in ``[0, vocabulary_size)``."""
+        V = f.vocabulary_size
+        if f.name in self.vocabularies:
+            vals = arr if _is_str(arr.type) else pc.cast(arr, pa.string())
+            if pa.types.is_dictionary(vals.type):
+                vals = vals.dictionary_decode()
+            idx = pc.index_in(vals, value_set=self.vocabularies[f.name])
+            return pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+        if f.use_hash:
+            if pa.types.is_integer(arr.type) and arr.null_count:
+                raise BadValueError(f"{arr.null_count} null id(s) in a hashed integer column; fill them first", **where)
+            return stable_hash(arr, V)
+        if arr.null_count:
+            raise BadValueError(f"{arr.null_count} null id(s); ids must be integers in [0, {V})", **where)
+        ids = arr.to_numpy(zero_copy_only=False)
+        if ids.dtype != np.int64:
+            if ids.dtype == np.uint64 and ids.size and ids.max() > np.iinfo(np.int64).max:
+                raise BadValueError(f"id {int(ids.max())} is outside [0, {V})", **where)
+            ids = ids.astype(np.int64)
+        if ids.size:
+            lo, hi = int(ids.min()), int(ids.max())  # host values (numpy)
+            if lo < 0:
+                raise BadValueError(f"negative id {lo}; ids must lie in [0, {V}) (set use_hash for raw values)", **where)
+            if hi >= V:
+                raise BadValueError(f"id {hi} >= vocabulary_size {V} of feature {f.name!r}", **where)
+        return ids
+
+    def empty(self, n: int) -> Columns:
+        """An uninitialised block of ``n`` rows (filled by :meth:`transform` with ``out=``)."""
+        lay = self.layout
+        return Columns(np.empty((n, lay.n_dense), np.float32), np.empty((n, lay.n_single), np.int64),
+                       [], np.empty((n, lay.n_tasks), np.float32), np.empty(n, np.int64))
+
+    def transform(self, table: pa.Table, file: Optional[str] = None, row_group: Optional[int] = None,
+                  positions: Optional[np.ndarray] = None, out: Optional[Columns] = None, offset: int = 0) -> Columns:
+        """Transform one table (a row group or a slice of one).
+
+        Args:
+            table (pa.Table): the columns of :attr:`columns` (labels / row id may be absent when not used).
+            file (str | None): for error messages.
+            row_group (int | None): for error messages.
+            positions (np.ndarray | None): positional row ids, used when there is no row-id column.
+            out (Columns | None): a block (see :meth:`empty`) to write rows ``[offset, offset + N)`` of, instead of
+                allocating (saves a copy when a window is assembled from several row groups).
+            offset (int): first row of ``out`` to write.
+
+        Returns:
+            Columns: ``N`` rows (views into ``out`` when given; the list columns are always new).
+        """
+        n = table.num_rows
+        if out is None:
+            out, offset = self.empty(n), 0
+        ids = out.ids[offset : offset + n]
+        dense = out.dense[offset : offset + n]
+        lists: list[tuple[np.ndarray, np.ndarray]] = []
+        d = 0
+        k = 0
+        for f in self.schema.features:
+            where = {"file": file, "row_group": row_group, "column": f.name}
+            col = _combine(table.column(f.name))
+            if isinstance(f, DenseFeat):
+                dense[:, d : d + f.dimension] = self._dense(f, col, n, where)
+                d += f.dimension
+            elif isinstance(f, VarLenSparseFeat):
+                lists.append(self._list(f, col, where))
+            else:
+                ids[:, k] = self._ids(f, col, where)
+                k += 1
+        if self._dense_kinds and all(k == "log" for k in self._dense_kinds):
+            dense_transform(dense, "log")  # one pass over the (N, n_dense) block
+        else:
+            for kind, (lo, hi, name) in zip(self._dense_kinds, self._dense_offsets()):
+                if kind != "none":
+                    dense_transform(dense[:, lo:hi], kind, self.dense_cfg.stats.get(name))
+        labels = out.labels[offset : offset + n]
+        self._labels(table, labels, file, row_group)
+        row_ids = out.row_ids[offset : offset + n]
+        if self.row_id_column:
+            rcol = _combine(table.column(self.row_id_column))
+            if rcol.null_count:
+                raise BadValueError(f"{rcol.null_count} null row id(s)", file=file, row_group=row_group,
+                                    column=self.row_id_column)
+            row_ids[:] = rcol.to_numpy(zero_copy_only=False)
+        elif positions is not None:
+            row_ids[:] = positions
+        else:
+            row_ids[:] = np.arange(n, dtype=np.int64)
+        return Columns(dense, ids, lists, labels, row_ids)
+
+    def _dense_offsets(self) -> list[tuple[int, int, str]]:
+        out, d = [], 0
+        for f in self.schema.dense_features:
+            out.append((d, d + f.dimension, f.name))
+            d += f.dimension
+        return out
+
+    def _dense(self, f: DenseFeat, col: pa.Array, n: int, where: dict[str, Any]) -> np.ndarray:
+        fill = self.dense_cfg.fill_na
+        if f.dimension == 1:
+            if col.null_count:
+                col = pc.fill_null(col, fill) if not pa.types.is_boolean(col.type) else pc.fill_null(col, bool(fill))
+            x = col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, 1)  # (N, 1)
+        else:
+            lens = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
+            if col.null_count:
+                bad_rows = (lens != f.dimension) & ~col.is_null().to_numpy(zero_copy_only=False)
+            else:
+                bad_rows = lens != f.dimension
+            if bad_rows.any():
+                i = int(np.flatnonzero(bad_rows)[0])  # host value (numpy)
+                raise BadValueError(f"row {i} has {int(lens[i])} values, dense feature needs {f.dimension}", **where)
+            if col.null_count:
+                x = np.full((n, f.dimension), fill, np.float32)
+                valid = ~col.is_null().to_numpy(zero_copy_only=False)
+                vals = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+                x[valid] = vals.reshape(-1, f.dimension)  # (N_valid, dim)
+            else:
+                x = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, f.dimension)  # (N, dim)
+        if np.isnan(x).any():
+            x = np.where(np.isnan(x), np.float32(fill), x)
+        return x
+
+    def _list(self, f: VarLenSparseFeat, col: pa.Array, where: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        lens = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = col.flatten()
+        if flat.null_count:
+            raise BadValueError(f"{flat.null_count} null id(s) inside lists", **where)
+        vals = self._ids(f, flat, where)
+        if lens.size and lens.max() > f.maxlen:
+            starts = np.zeros(lens.size, np.int64)
+            np.cumsum(lens[:-1], out=starts[1:])
+            pos = np.arange(vals.size, dtype=np.int64) - np.repeat(starts, lens)
+            vals = vals[pos < f.maxlen]
+            lens = np.minimum(lens, f.maxlen)
+        offsets = np.zeros(lens.size + 1, np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        return offsets, vals
+
+    def _labels(self, table: pa.Table, out: np.ndarray, file: Optional[str], row_group: Optional[int]) -> np.ndarray:
+        if not self.labels_present:
+            out[...] = 0.0
+            return out
+        for t, lab in enumerate(self.schema.labels):
+            col = _combine(table.column(lab.name))
+            where = {"file": file, "row_group": row_group, "column": lab.name}
+            if col.null_count:
+                raise BadValueError(f"{col.null_count} null label(s)", **where)
+            y = col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+            if lab.task == "binary":
+                bad = (y != 0) & (y != 1)
+                if bad.any():
+                    raise BadValueError(f"binary label must be 0 or 1, got {float(y[np.argmax(bad)])}", **where)
+            elif not np.isfinite(y).all():
+                raise BadValueError("regression label is not finite", **where)
+            out[:, t] = y
+        return out

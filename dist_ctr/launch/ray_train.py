@@ -1,0 +1,255 @@
+"""Ray Train launch: a job config runs as ``num_workers`` TorchTrainer workers, each calling the engine.
+
+This is the only module that imports ``ray.train``. TorchRec and the model zoo are imported inside the worker
+function only, so a CPU-only Ray driver (a laptop, a KubeRay submitter pod) needs neither.
+
+Driver (:func:`run_ray_job`)::
+
+    TorchTrainer(_train_worker,
+                 ScalingConfig(num_workers, use_gpu, resources_per_worker),
+                 RunConfig(storage_path, name=job.name, FailureConfig(max_failures), CheckpointConfig(num_to_keep)))
+
+Worker (:func:`_train_worker`): ``DistEnv`` from ``ray.train.get_context()`` (world rank / size, local world
+size; device from CUDA availability). Ray's ``TorchTrainer`` has already created the process group (gloo on CPU,
+nccl on GPUs); :func:`~dist_ctr.distributed.env.init_process_group` sees it and creates none. Then
+:func:`dist_ctr.train.job.run_job` builds data + model + Trainer from the job config and trains: nothing else.
+
+Checkpoints: our own DCP checkpoints under ``job.train.checkpoint.dir`` (any fsspec URL the workers share; by
+default ``<storage_path>/<name>/checkpoints``) are the source of truth. Every (re)started worker group loads the
+latest committed one through ``run_job`` (``checkpoint.resume`` is forced on when Ray restarts a group, even if
+the job said ``resume: false`` for its first start). Ray itself gets a small pointer checkpoint (a directory with
+``dist_ctr_checkpoint.json``: the DCP URL and step) at the first report after each new committed checkpoint, so
+``result.checkpoint`` and the Ray dashboard show where the model is; it holds no weights.
+
+Metrics: at logging steps at least ``distributed.ray.report_every`` steps apart every worker calls
+``ray.train.report`` (a barrier in Ray Train v2) with ``step``, ``epoch``, ``loss`` (this rank's recent step
+loss), ``samples_per_s``; once per epoch the epoch logs; once at the end the eval metrics (``eval/auc``,
+``eval/logloss``, ...) and the run summary. Rank 0's metrics are what Ray keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from dist_ctr.config import JobConfig
+
+__all__ = ["POINTER_FILE", "RayReportCallback", "resolve_storage", "run_ray_job"]
+
+POINTER_FILE = "dist_ctr_checkpoint.json"
+_LOCAL_SCHEMES = ("", "file", "local")
+
+
+def resolve_storage(url: Optional[str], default_dir: str) -> tuple[str, Any]:
+    """``(storage_path, storage_filesystem)`` for Ray's ``RunConfig`` from any fsspec URL.
+
+    Local paths become absolute; ``s3://`` / ``gs://`` / ``hdfs://`` go to Ray (pyarrow) as they are; any other
+    fsspec scheme is wrapped in a ``pyarrow.fs.PyFileSystem(FSSpecHandler(...))`` with the path stripped of its
+    scheme.
+
+    >>> resolve_storage("s3://bucket/ray", "runs")
+    ('s3://bucket/ray', None)
+    >>> resolve_storage(None, "/tmp/x")
+    ('/tmp/x', None)
+    """
+    raw = url or default_dir
+    scheme = raw.split("://", 1)[0] if "://" in raw else ""
+    if scheme in _LOCAL_SCHEMES:
+        path = raw.split("://", 1)[1] if "://" in raw else raw
+        return str(Path(path).expanduser().resolve()), None
+    if scheme in ("s3", "gs", "gcs", "hdfs", "abfs"):
+        return raw, None
+    import fsspec
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, path = fsspec.core.url_to_fs(raw)
+    return path, PyFileSystem(FSSpecHandler(fs))
+
+
+class RayReportCallback:
+    """Engine callback (``on_batch_end`` / ``on_epoch_end``) that reports metrics to Ray Train.
+
+    Every rank calls ``ray.train.report`` at the same steps (the engine calls ``on_batch_end`` at the same logging
+    steps on every rank), as Ray Train v2 requires. Rank 0 attaches a pointer checkpoint when a newer committed
+    DCP checkpoint exists under ``checkpoint_root``.
+
+    Args:
+        every (int): report at logging steps at least this many steps apart.
+        checkpoint_root (str | None): the job's DCP checkpoint root.
+        storage_options (dict | None): fsspec options for ``checkpoint_root``.
+    """
+
+    def __init__(self, every: int, checkpoint_root: Optional[str] = None,
+                 storage_options: Optional[dict[str, Any]] = None) -> None:
+        self.every = max(1, int(every))
+        self.checkpoint_root = checkpoint_root
+        self.storage_options = storage_options
+        self.last_step = -(10**18)
+        self.pointed_step = -1
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self.last_step = trainer.global_step  # no report right at a resume step
+
+    def on_batch_end(self, trainer: Any, step: int, logs: dict[str, float]) -> None:
+        if step - self.last_step < self.every:
+            return
+        self.last_step = step
+        report({"step": step, "epoch": trainer.epoch, "loss": float(logs.get("loss", float("nan"))),
+                "samples_per_s": float(logs.get("samples_per_s", 0.0))}, self._pointer(trainer))
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        report({"step": trainer.global_step, "epoch": epoch, **{f"epoch_{k}": float(v) for k, v in logs.items()}},
+               self._pointer(trainer))
+
+    def _pointer(self, trainer: Any) -> Optional[dict[str, Any]]:
+        """Rank 0: the newest committed checkpoint not yet pointed at (else None)."""
+        if not self.checkpoint_root or trainer.env.rank != 0:
+            return None
+        from dist_ctr.train.checkpoint import latest_checkpoint
+
+        latest = latest_checkpoint(self.checkpoint_root, self.storage_options)
+        if latest is None or latest.step <= self.pointed_step:
+            return None
+        self.pointed_step = latest.step
+        return {"url": latest.url, "step": latest.step, "epoch": latest.epoch, "world_size": latest.world_size}
+
+
+def report(metrics: dict[str, Any], pointer: Optional[dict[str, Any]] = None) -> None:
+    """``ray.train.report`` with an optional pointer checkpoint (a temporary directory Ray copies to storage)."""
+    import ray.train
+
+    if pointer is None:
+        ray.train.report(metrics)
+        return
+    tmp = tempfile.mkdtemp(prefix="dist_ctr_ptr_")
+    try:
+        Path(tmp, POINTER_FILE).write_text(json.dumps(pointer))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                         checkpoint_dir_name=f"pointer_step_{int(pointer['step']):08d}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _default_checkpoint_dir(storage_path: str, storage_fs: Any, name: str) -> Optional[str]:
+    """``<storage>/<name>/checkpoints`` when the workers can reach it by URL (not for wrapped fsspec schemes)."""
+    if storage_fs is not None:
+        return None
+    return f"{storage_path.rstrip('/')}/{name}/checkpoints"
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: DistEnv from the Ray context, then the engine (``run_job``)."""
+    import ray.train
+    import torch
+
+    from dist_ctr.distributed.env import DistEnv, init_process_group
+    from dist_ctr.strict import from_dict
+    from dist_ctr.train.job import run_job
+
+    ctx = ray.train.get_context()
+    if torch.cuda.is_available():
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    else:
+        device = torch.device("cpu")
+    env = DistEnv(rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+                  local_world_size=ctx.get_local_world_size(), device=device)
+    init_process_group(env)  # Ray's TorchTrainer already made the group: this only checks
+    job: JobConfig = from_dict(JobConfig, config["job"])
+    ck = job.train.checkpoint
+    if ck.dir and ray.train.get_checkpoint() is not None:
+        ck.resume = True  # a restarted group (or a restored run) continues from the last committed checkpoint
+    callbacks: list[Any] = [RayReportCallback(config["report_every"], ck.dir, ck.storage_options)]
+    factory = config.get("callbacks_factory")
+    if factory is not None:
+        callbacks.extend(factory())
+    result = run_job(job, env, callbacks=tuple(callbacks), verbose=env.is_main)
+    summary = result.summary()
+    summary["step_losses"] = [[int(s["step"]), float(s["loss"])] for s in (result.history.steps if result.history
+                                                                             else []) if "loss" in s]
+    summary["world_size"] = env.world_size
+    final = {"step": result.steps, "final": 1, "summary_json": json.dumps(summary, default=float)}
+    final.update({f"eval/{k}": float(v) for k, v in result.metrics.items()})
+    final.update({f"train/{k}": float(v) for k, v in result.train_metrics.items()})
+    pointer = None
+    if ck.dir and env.is_main:
+        from dist_ctr.train.checkpoint import latest_checkpoint
+
+        latest = latest_checkpoint(ck.dir, ck.storage_options)
+        if latest is not None:
+            pointer = {"url": latest.url, "step": latest.step, "epoch": latest.epoch, "world_size": latest.world_size}
+    report(final, pointer)
+
+
+def run_ray_job(job: JobConfig, callbacks_factory: Optional[Callable[[], list[Any]]] = None,
+                ray_init: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Run ``job`` as Ray Train workers (``job.distributed.ray``); returns the run summary (rank 0's).
+
+    Args:
+        job (JobConfig): the job; ``distributed.ray`` says how many workers, GPUs, storage and failures.
+        callbacks_factory (Callable | None): picklable; called in each worker for extra engine callbacks.
+        ray_init (dict | None): ``ray.init`` arguments when no Ray runtime is up yet (default: connect to
+            ``distributed.ray.address``, or start a local one).
+
+    Returns:
+        dict: ``eval`` / ``train`` metrics, ``samples_per_s``, ``steps``, ``checkpoint`` (the DCP URL),
+        ``step_losses`` (``[step, loss]`` of rank 0, this attempt), ``ray_checkpoint`` (the pointer's path),
+        ``storage_path`` and ``name``. Also written to ``<output_dir>/<name>/ray_summary.json``.
+    """
+    import dataclasses
+
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from dist_ctr.strict import to_dict
+
+    rc = job.distributed.ray
+    if rc.num_workers < 1:
+        raise ValueError(f"distributed.ray.num_workers must be >= 1, got {rc.num_workers}")
+    if not ray.is_initialized():
+        kwargs = dict(ray_init or {})
+        if rc.address and "address" not in kwargs:
+            kwargs["address"] = rc.address
+        kwargs.setdefault("include_dashboard", False)
+        ray.init(**kwargs)
+    storage_path, storage_fs = resolve_storage(rc.storage_path, os.path.join(job.output_dir, "ray"))
+    job = dataclasses.replace(job)
+    ck = dataclasses.replace(job.train.checkpoint)
+    if not ck.dir:
+        ck.dir = _default_checkpoint_dir(storage_path, storage_fs, job.name)
+    job.train = dataclasses.replace(job.train, checkpoint=ck)
+    resources = dict(rc.resources_per_worker) or None
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"job": to_dict(job), "report_every": rc.report_every, "callbacks_factory": callbacks_factory},
+        scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=job.name, storage_path=storage_path, storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=rc.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=ck.keep or None),
+        ),
+    )
+    result = trainer.fit()
+    metrics = dict(result.metrics or {})
+    summary = json.loads(metrics.get("summary_json", "{}"))
+    summary["ray_checkpoint"] = result.checkpoint.path if result.checkpoint is not None else None
+    summary["storage_path"] = storage_path
+    summary["name"] = job.name
+    _write_summary(job, summary)
+    return summary
+
+
+def _write_summary(job: JobConfig, summary: dict[str, Any]) -> None:
+    import fsspec
+
+    url = f"{job.output_dir.rstrip('/')}/{job.name}/ray_summary.json"
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w") as f:
+        json.dump(summary, f, indent=1, default=float)

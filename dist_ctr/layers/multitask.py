@@ -1,0 +1,154 @@
+"""Blocks of the multi-task models (SharedBottom, ESMM, MMOE, PLE): groups of same-shaped MLPs computed in one
+batched matmul per layer (experts, task towers), softmax gates over experts, and the gated mixture.
+
+Notation: ``B`` batch, ``N`` input width, ``K`` members of a group (experts, or towers), ``G`` gates,
+``H`` hidden width, ``T`` tasks.
+
+A group of ``K`` MLPs is one module with weights ``(K, N, H)`` per layer instead of ``K`` modules walked by a
+Python loop; member ``k`` is exactly ``DNN`` ``k`` of DeepCTR-Torch's ``nn.ModuleList`` (same layers, init and
+activation per unit), which the tests check against :class:`~dist_ctr.layers.core.DNN` with copied weights.
+
+>>> import torch
+>>> experts = ParallelDNN(6, 3, (8, 4))
+>>> e = experts(torch.randn(5, 6))
+>>> tuple(e.shape)
+(5, 3, 4)
+>>> g = Gates(6, num_gates=2, num_experts=3, hidden_units=(5,))(torch.randn(5, 6))
+>>> tuple(g.shape), bool(torch.allclose(g.sum(-1), torch.ones(5, 2)))
+((5, 2, 3), True)
+>>> tuple(mix_experts(g, e).shape)
+(5, 2, 4)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dist_ctr.layers.core import activation_layer
+
+__all__ = ["Gates", "ParallelDNN", "ParallelLinear", "mix_experts"]
+
+
+class ParallelLinear(nn.Module):
+    """``K`` independent affine maps ``y_k = x_k W_k + b_k``.
+
+    Args:
+        in_features (int): ``N``.
+        num_parallel (int): ``K``.
+        out_features (int): ``H``.
+        bias (bool): learn ``b_k``.
+        init_std (float | None): normal init std of ``W``; ``None`` is ``nn.Linear``'s default init.
+
+    Call: ``forward(x: Tensor (B, N) | (B, K, N)) -> Tensor (B, K, H)`` (a 2-d input is shared by all members).
+    """
+
+    def __init__(self, in_features: int, num_parallel: int, out_features: int, bias: bool = True,
+                 init_std: float | None = None) -> None:
+        super().__init__()
+        self.in_features, self.num_parallel, self.out_features = int(in_features), int(num_parallel), int(out_features)
+        self.weight = nn.Parameter(torch.empty(num_parallel, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(num_parallel, out_features)) if bias else None
+        self.init_std = init_std
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.init_std is not None:
+            nn.init.normal_(self.weight, mean=0.0, std=self.init_std)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+            return
+        bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            y = torch.einsum("bn,knh->bkh", x, self.weight)  # (B, K, H)
+        else:
+            y = torch.einsum("bkn,knh->bkh", x, self.weight)  # (B, K, H)
+        return y + self.bias if self.bias is not None else y
+
+
+class ParallelDNN(nn.Module):
+    """``K`` MLPs of identical shape: ``[Linear -> (BatchNorm) -> activation -> Dropout] x len(hidden_units)``.
+
+    Args:
+        inputs_dim (int): ``N``.
+        num_parallel (int): ``K``.
+        hidden_units (Sequence[int]): widths; empty means identity (the input broadcast to ``K`` members).
+        activation (str), dropout_rate (float), use_bn (bool), init_std (float): as in
+            :class:`~dist_ctr.layers.core.DNN` (batch norm and activation are per member and unit).
+
+    Attributes:
+        output_dim (int): ``H`` of the last layer (``N`` when empty).
+
+    Call: ``forward(x: Tensor (B, N) | (B, K, N)) -> Tensor (B, K, H)``.
+    """
+
+    def __init__(self, inputs_dim: int, num_parallel: int, hidden_units: Sequence[int], activation: str = "relu",
+                 dropout_rate: float = 0.0, use_bn: bool = False, init_std: float = 1e-4) -> None:
+        super().__init__()
+        if num_parallel < 1:
+            raise ValueError(f"ParallelDNN needs num_parallel >= 1, got {num_parallel}")
+        self.num_parallel = int(num_parallel)
+        dims = [int(inputs_dim)] + [int(h) for h in hidden_units]
+        self.output_dim = dims[-1]
+        self.linears = nn.ModuleList(ParallelLinear(dims[i], num_parallel, dims[i + 1], True, init_std)
+                                     for i in range(len(hidden_units)))
+        self.bns = nn.ModuleList(nn.BatchNorm1d(num_parallel * d) for d in dims[1:]) if use_bn else None
+        self.acts = nn.ModuleList(activation_layer(activation, num_parallel * d) for d in dims[1:])
+        self.dropout = nn.Dropout(dropout_rate)
+
+    def weights(self) -> list[torch.Tensor]:
+        """Weight tensors (targets of ``l2_reg_dnn``)."""
+        return [lin.weight for lin in self.linears]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, K = x.shape[0], self.num_parallel
+        if not len(self.linears):
+            return x.unsqueeze(1).expand(B, K, x.shape[-1]) if x.dim() == 2 else x  # (B, K, N)
+        for i, lin in enumerate(self.linears):
+            y = lin(x)  # (B, K, H_i)
+            flat = y.reshape(B, -1)  # (B, K * H_i)
+            if self.bns is not None:
+                flat = self.bns[i](flat)
+            flat = self.dropout(self.acts[i](flat))
+            x = flat.view(B, K, -1)  # (B, K, H_i)
+        return x
+
+
+class Gates(nn.Module):
+    """``G`` softmax gates over ``K`` experts (MMOE / PLE): ``softmax(DNN_g(x_g) W_g)`` with ``W_g`` bias-free.
+
+    Args:
+        inputs_dim (int): ``N``.
+        num_gates (int): ``G``.
+        num_experts (int): ``K``.
+        hidden_units (Sequence[int]): gate MLP widths (may be empty: a linear gate on the input).
+        activation (str), dropout_rate (float), use_bn (bool), init_std (float): gate MLP options.
+
+    Call: ``forward(x: Tensor (B, N) | (B, G, N)) -> Tensor (B, G, K)``, rows summing to 1.
+    """
+
+    def __init__(self, inputs_dim: int, num_gates: int, num_experts: int, hidden_units: Sequence[int] = (),
+                 activation: str = "relu", dropout_rate: float = 0.0, use_bn: bool = False,
+                 init_std: float = 1e-4) -> None:
+        super().__init__()
+        self.dnn = ParallelDNN(inputs_dim, num_gates, hidden_units, activation, dropout_rate, use_bn, init_std)
+        self.final = ParallelLinear(self.dnn.output_dim, num_gates, num_experts, bias=False)
+
+    def weights(self) -> list[torch.Tensor]:
+        return self.dnn.weights() + [self.final.weight]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.final(self.dnn(x)), dim=-1)  # (B, G, K)
+
+
+def mix_experts(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Gated mixtures ``sum_k g[b, i, k] * e[b, k, :]``: ``Tensor (B, G, K), Tensor (B, K, H) -> Tensor (B, G, H)``."""
+    return torch.bmm(gates, experts)

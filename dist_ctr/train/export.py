@@ -1,0 +1,214 @@
+"""Gather a sharded checkpoint into one single-process model file, and batch inference with it.
+
+Notation: ``N`` rows, ``T`` tasks.
+
+:func:`export_checkpoint` reads a committed DCP checkpoint written by any number of ranks (``train/checkpoint.py``)
+in ONE process with no process group: DCP stores each shard with its global offsets, so loading into plain,
+full-size tensors (``dcp.load(..., no_dist=True)``) reassembles every table whatever the sharding (table-, row-,
+column-wise). The model is rebuilt from the checkpoint's ``COMMITTED`` meta (schema, model name, model config) and
+materialised unsharded (:func:`dist_ctr.sparse.materialize`). Only model weights are exported (no optimizer state).
+
+The exported file is a plain ``torch.save`` of ``{"format": FORMAT, "meta_json": str, "state_dict": {name:
+Tensor}}`` so ``torch.load(path, weights_only=True)`` reads it (no pickled classes); :func:`load_exported` rebuilds
+the model. ``path`` may be any fsspec URL.
+
+:func:`predict_parquet` runs the exported model over a Parquet data set (the data loader with the training
+data config's transforms, shuffling off, labels optional) and writes ``pred`` (one task) or ``pred_<task>`` columns, plus ``row_id`` when the data set
+has one, to Parquet through fsspec.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import fsspec
+import torch
+from torch import nn
+
+from dist_ctr.schema import FeatureSchema
+from dist_ctr.train import checkpoint as ckpt
+
+__all__ = ["FORMAT", "ExportMeta", "export_checkpoint", "load_exported", "predict_parquet", "model_meta_from_checkpoint"]
+
+FORMAT = "dist_ctr.export/1"
+
+ExportMeta = dict  # JSON-able: format, model, model_config, schema, task_types, task_names, step, epoch, source
+
+
+def model_meta_from_checkpoint(meta: dict[str, Any], url: str = "") -> dict[str, Any]:
+    """The model description (name, config, schema, task types) held in a checkpoint's ``COMMITTED`` meta.
+
+    Accepts the meta written by ``dist_ctr.train.job`` (``job``, ``schema``, ``model``) and, for checkpoints
+    saved by a bare ``Trainer``, ``schema`` + ``model`` + optional ``model_config``.
+    """
+    if "schema" not in meta or "model" not in meta:
+        raise ValueError(f"{url or 'checkpoint'}: COMMITTED meta has no 'schema'/'model' (it was saved by a Trainer "
+                         "without meta); save through dist_ctr.train.job or set trainer.meta = {'schema': "
+                         "schema.to_dict(), 'model': name, 'model_config': {...}}")
+    name = str(meta["model"])
+    if "model_config" in meta:
+        config = dict(meta["model_config"] or {})
+    else:
+        job_model = (meta.get("job") or {}).get("model") or {}
+        # the job's model config belongs to the job's model; another model (e.g. an LR baseline) used defaults
+        config = dict(job_model.get("config") or {}) if job_model.get("name", name) == name else {}
+    schema = FeatureSchema.from_dict(meta["schema"])
+    task_types = list(meta.get("task_types") or (schema.task_types if schema.labels else ["binary"]))
+    task_names = list(meta.get("task_names") or (schema.label_names if schema.labels else
+                                                   [f"task{i}" for i in range(len(task_types))]))
+    return {"model": name, "model_config": config, "schema": meta["schema"], "task_types": task_types,
+            "task_names": task_names}
+
+
+def _build_unsharded(desc: dict[str, Any]) -> nn.Module:
+    """A CTRTask around the described model, embeddings materialised on CPU (weights to be overwritten)."""
+    from dist_ctr.models import build_model
+    from dist_ctr.sparse import materialize
+    from dist_ctr.train.task import CTRTask
+
+    schema = FeatureSchema.from_dict(desc["schema"])
+    model = build_model(desc["model"], schema, desc["model_config"])
+    materialize(model, "cpu")
+    return CTRTask(model, desc["task_types"])
+
+
+def export_checkpoint(checkpoint_url: str, out_path: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Gather the committed checkpoint at ``checkpoint_url`` (or the latest one under a checkpoint root) into one
+    file at ``out_path`` (any fsspec URL). Runs in one process; needs no process group. Returns ``out_path``.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
+
+    url = _resolve_checkpoint(checkpoint_url, storage_options)
+    meta = ckpt.read_meta(url, storage_options)
+    desc = model_meta_from_checkpoint(meta, url)
+    task = _build_unsharded(desc)
+    sd = {k: v for k, v in task.state_dict().items()}
+    state = {"model": sd}
+    try:
+        dcp.load(state, storage_reader=FsspecReader(url, **(storage_options or {})), no_dist=True)
+    except Exception as e:  # DCP names the first key it cannot find; say which checkpoint and model
+        raise ValueError(f"{url}: cannot load its weights into an unsharded {desc['model']}: {e}") from e
+    weights = {k: v.detach().cpu().contiguous() for k, v in state["model"].items()}
+    data_cfg = ((meta.get("job") or {}).get("data") or {}).get("train") or {}
+    info = {"format": FORMAT, **desc, "data_config": data_cfg,
+            "step": int(meta.get("step", 0)), "epoch": int(meta.get("epoch", 0)),
+            "source": url, "source_world_size": int(meta.get("world_size", 1))}
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "meta_json": json.dumps(info), "state_dict": weights}, buf)
+    fs, path = fsspec.core.url_to_fs(out_path, **(storage_options or {}))
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(path, "wb") as f:
+        f.write(buf.getvalue())
+    return out_path
+
+
+def _resolve_checkpoint(url: str, storage_options: dict[str, Any] | None) -> str:
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    if fs.exists(f"{path.rstrip('/')}/{ckpt.MARKER}"):
+        return url
+    latest = ckpt.latest_checkpoint(url, storage_options)
+    if latest is None:
+        raise FileNotFoundError(f"{url}: neither a committed checkpoint (no {ckpt.MARKER}) nor a checkpoint root "
+                                "holding one")
+    return latest.url
+
+
+def load_exported(path: str, storage_options: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild an exported model. Returns ``(task, meta)``: ``task`` is a ``CTRTask`` in eval mode (``task.model``
+    is the CTR model: ``forward(dense, sparse) -> logits (N, T)``; ``task.predict_proba(logits)`` gives
+    probabilities), ``meta`` the exported JSON meta. Loading uses ``torch.load(..., weights_only=True)``.
+    """
+    fs, p = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    if not fs.exists(p):
+        raise FileNotFoundError(f"exported model not found: {path}")
+    with fs.open(p, "rb") as f:
+        blob = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a dist_ctr exported model (expected format {FORMAT!r})")
+    meta = json.loads(blob["meta_json"])
+    task = _build_unsharded(meta)
+    missing, unexpected = task.load_state_dict(blob["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit {meta['model']}: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}")
+    task.eval()
+    return task, meta
+
+
+@torch.no_grad()
+def predict_batches(task: nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Probabilities ``(N, T)`` (regression columns as is) and row ids ``(N,)`` (or None) over ``batches``.
+
+    Rows the loader padded (``row_ids == -1``) are dropped.
+    """
+    preds, ids = [], []
+    has_ids = True
+    for b in batches:
+        logits = task.model(b.dense, b.sparse)  # (B, T)
+        p = task.predict_proba(logits)
+        if b.row_ids is not None:
+            keep = b.row_ids >= 0
+            preds.append(p[keep])
+            ids.append(b.row_ids[keep])
+        else:
+            has_ids = False
+            preds.append(p)
+    T = len(getattr(task, "task_types", (0,)))
+    out = torch.cat(preds) if preds else torch.zeros(0, T)
+    return out, (torch.cat(ids) if has_ids and ids else None)
+
+
+def predict_parquet(model_path: str, data_url: str, out_url: str, batch_size: int = 8192,
+                    storage_options: dict[str, Any] | None = None) -> int:
+    """Batch inference of an exported model over the Parquet data set at ``data_url``; writes one Parquet file at
+    ``out_url`` (any fsspec URL) with ``row_id`` (when the data has it) and ``pred`` / ``pred_<task>``.
+    Returns the number of rows written.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dist_ctr.data.config import DataConfig
+    from dist_ctr.data.loader import build_loader
+
+    task, meta = load_exported(model_path, storage_options)
+    schema = FeatureSchema.from_dict(meta["schema"])
+    cfg = _inference_data_config(DataConfig, data_url, batch_size, storage_options, meta.get("data_config") or {})
+    loader = build_loader(schema, cfg, rank=0, world_size=1, epoch=0, seed=0, device=torch.device("cpu"))
+    preds, ids = predict_batches(task, loader)
+    cols: dict[str, Any] = {}
+    if ids is not None:
+        cols["row_id"] = pa.array(ids.numpy())
+    names = meta["task_names"]
+    for t, name in enumerate(names):
+        cols["pred" if len(names) == 1 else f"pred_{name}"] = pa.array(preds[:, t].double().numpy())
+    table = pa.table(cols)
+    fs, path = fsspec.core.url_to_fs(out_url, **(storage_options or {}))
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(path, "wb") as f:
+        pq.write_table(table, f)
+    return table.num_rows
+
+
+def _inference_data_config(data_config_cls: Any, url: str, batch_size: int, storage_options: dict[str, Any] | None,
+                           train_cfg: dict[str, Any]):
+    """A loader config for inference: the training data config's transforms (dense transform, vocabularies,
+    row-id column) over ``url``, in file order, every row once, labels optional."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(data_config_cls)}
+    keep = ("dense", "vocabularies", "row_id_column", "file_suffixes", "num_workers")
+    raw: dict[str, Any] = {k: v for k, v in train_cfg.items() if k in keep and k in names}
+    raw.update({"url": url, "batch_size": batch_size})
+    for key, value in (("shuffle", False), ("require_labels", False), ("drop_last", False)):
+        if key in names:
+            raw[key] = value
+    if storage_options and "storage_options" in names:
+        raw["storage_options"] = storage_options
+    return data_config_cls.from_dict(raw, where="predict")

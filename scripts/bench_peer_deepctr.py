@@ -1,0 +1,737 @@
+"""Peer benchmark: dist_ctr's engine against DeepCTR-Torch 0.2.9 on the same data and hyper-parameters.
+
+Not a test: prints figures (and optionally writes JSON), asserts nothing.
+
+The peer is imported from a cache dir outside the repository (``scripts/peer_env.sh`` installs it there with
+``--no-deps``); no DeepCTR-Torch code lives in this repository. Two stand-ins are put in ``sys.modules`` before
+``deepctr_torch`` is imported (after torch / TorchRec, whose import probes for a real ``tensorflow``):
+  - ``tensorflow.python.keras.callbacks``: DeepCTR-Torch imports ``EarlyStopping``, ``ModelCheckpoint``,
+    ``History`` and ``CallbackList`` from TensorFlow. Minimal classes written here (``History`` records epoch
+    logs, ``CallbackList`` forwards hooks); the bench passes no callbacks, so only ``History`` ever does work.
+  - ``deepctr_torch.utils``: its ``check_version`` starts a thread that queries PyPI on import; the stand-in's
+    ``check_version`` does nothing (no network, no background thread during timing).
+
+Data (made here with NumPy, one seed): a Criteo-shaped set: 26 categorical features ``C1..C26`` with bounded Zipf
+ids (exponent 1.1) over the Criteo-Kaggle cardinalities capped at 75,000 (about 647k rows in all; the
+``criteo-kaggle`` preset's vocabularies are used instead when ``dist_ctr.data.presets`` exists), 13 dense features
+``I1..I13`` (log-normal counts, log1p and scaled to [0, 1] over a fixed range, as a min-max scaler would), and a binary label
+drawn from ``sigmoid(bias + first-order id effects on 8 fields + rank-4 pairwise effects on 8 field pairs + dense
+effects + one dense x dense product)``, the bias set for a 25% CTR; the planted function depends on ``--data-seed``
+only, not on the row count. The same arrays, same row order, feed both libraries: DeepCTR-Torch gets
+``dict[column -> np.ndarray]`` (int64 ids, float32 dense, as a label-encoded DataFrame would give), dist_ctr gets
+``CTRBatch`` es cut from the same rows (key-major KJT, int64 ids, int32 lengths).
+
+Hyper-parameters, identical on both sides:
+  - embedding dim 16 (``SparseFeat(..., embedding_dim=16)``); each model's default architecture arguments: the
+    peer's constructor defaults are read with ``inspect`` and passed to our typed config for every field of the
+    same name (the overrides this causes are printed, e.g. DIFM ``att_head_num``);
+  - batch size ``--batch`` (4096), ``--epochs`` (1), no shuffling (DeepCTR ``fit(shuffle=False)``);
+  - optimizer: DeepCTR ``compile("adagrad")`` means ``torch.optim.Adagrad(model.parameters(), lr=0.01)`` (eps
+    1e-10) for embeddings and dense layers alike. The peer gets ``torch.optim.Adagrad(model.parameters(),
+    lr=LR)`` (for LR = 0.01 exactly ``compile("adagrad")``); ours gets the fused sparse optimizer with lr LR and
+    eps ``--sparse-eps`` (1e-10, the peer's) on the embeddings and ``torch.optim.Adagrad`` with lr LR on the dense
+    part. ``--lrs`` runs a sweep, each LR applied to both sides; ``--seeds`` repeats with other model seeds.
+  - ours runs in ``--variants``, each ``<fused sparse optimizer>/<mean|sum>/<peer|engine>``: the optimizer
+    (``rowwise_adagrad``, the engine's fast default, or exact ``adagrad``); the loss reduction (``mean``, the
+    engine's; ``sum`` = DeepCTR's ``reduction='sum'``, through the Trainer's ``loss_weights=[batch]``); the table
+    init (``peer``: every table re-drawn from ``N(0, init_std)`` as DeepCTR-Torch does, see
+    :func:`peer_style_init`; ``engine``: the engine's uniform ``±sqrt(1 / rows)``). Default:
+    ``rowwise_adagrad/mean/peer`` (headline), ``adagrad/mean/peer``, ``rowwise_adagrad/mean/engine``.
+  - what still differs by construction: DeepCTR adds ``l2_reg_embedding * ||table||^2`` over *whole* tables each
+    step (so every row decays, seen or not); ours puts the same coefficient on the looked-up rows (batch mean).
+    Our "dim-1" linear tables are 4 summed columns (FBGEMM needs widths divisible by 4).
+
+Timing: the training pass only, both sides side by side. Every side (the peer and each variant of ours) first
+trains on the first ``--warmup`` batches untimed; then the remaining rows are cut into chunks of ``--chunk``
+batches and each chunk is trained by every side in turn (the order rotating per chunk), so that all sides see the
+same load on this shared machine. The peer's chunk is DeepCTR's whole ``model.fit(chunk, verbose=0,
+shuffle=False)`` (no validation, no metrics; its concatenation to one float matrix, DataLoader, ``.item()`` calls
+and per-step L2 over whole tables included, as a user gets it); ours is ``Trainer.train_step`` over the chunk's
+pre-built batches. Figures: a side's samples/s = median over chunks of its chunk rate (whole-pass rate and
+``batch / median single step`` in brackets, a step being the time between two optimizer steps: the peer's through
+a ``register_step_post_hook`` on its optimizer); speed-up = median over chunks of the paired ratio peer chunk time /
+ours chunk time. A further figure, "model step, no DataLoader", times DeepCTR's model on pre-built float batches
+(forward, summed BCE, its regularisation loss, backward, Adagrad step; median step) on a fresh model, so the
+speed-up is not merely the DataLoader's. torch threads are set once for the process, equal on both sides.
+
+Quality: held-out AUC (exact, ``sklearn.metrics.roc_auc_score`` on every test row's prediction, float64) for
+both sides, and ours minus peer. The AUC of the planted probability itself is printed as the ceiling. AUC moves by
+a few 1e-3 between seeds at 400k rows: use ``--seeds`` before reading a difference below 0.005.
+
+Usage:
+    PEER_DIR=$(scripts/peer_env.sh)
+    .venv/bin/python scripts/bench_peer_deepctr.py --peer-dir "$PEER_DIR" --json out.json      # full default set
+    .venv/bin/python scripts/bench_peer_deepctr.py --quick                                     # smoke run
+    .venv/bin/python scripts/bench_peer_deepctr.py --models DeepFM --seeds 1,2,3 --lrs 0.005,0.01,0.02
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.machinery
+import inspect
+import io
+import json
+import os
+import platform
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+# TorchRec (and torch._dynamo through it) before the TensorFlow stand-in: dynamo probes `tensorflow` at import.
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
+from dist_ctr.data.batch import CTRBatch
+from dist_ctr.distributed.env import DistEnv, init_process_group
+from dist_ctr.models import MODEL_REGISTRY, build_model
+from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat
+from dist_ctr.train.engine import Trainer
+from dist_ctr.train.job import quiet_torchrec
+
+DEFAULT_MODELS = ("DeepFM", "WDL", "DCN", "DCNMix", "xDeepFM", "NFM", "AutoInt", "PNN", "AFM", "FiBiNET", "CCPM",
+                  "IFM", "DIFM", "AFN", "ONN", "MLR")
+QUICK_MODELS = ("DeepFM", "DCN")
+# ours: <fused sparse optimizer>/<loss reduction>/<table init> (see run_ours); the first is the headline.
+DEFAULT_VARIANTS = ("rowwise_adagrad/mean/peer", "adagrad/mean/peer", "rowwise_adagrad/mean/engine")
+# Criteo (Kaggle display-ads) categorical cardinalities, C1..C26.
+CRITEO_KAGGLE_CARD = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992,
+                      5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)
+VOCAB_CAP = 75_000
+N_SPARSE, N_DENSE = 26, 13
+PEER_CTOR_SKIP = {"linear_feature_columns", "dnn_feature_columns", "region_feature_columns", "base_feature_columns",
+                  "bias_feature_columns", "seed", "task", "device", "gpus"}
+
+
+# ---- the peer's import shims ------------------------------------------------------------------------------------
+def _stub_module(name: str) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    mod.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)
+    return mod
+
+
+def install_peer_shims() -> None:
+    """Stand-ins for ``tensorflow.python.keras.callbacks`` and ``deepctr_torch.utils`` (see module docstring)."""
+    if "tensorflow.python.keras.callbacks" not in sys.modules:
+        cb = _stub_module("tensorflow.python.keras.callbacks")
+
+        class Callback:
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                self.model: Any = None
+
+            def set_model(self, model: Any) -> None:
+                self.model = model
+
+            def on_train_begin(self, logs: Any = None) -> None: ...
+
+            def on_train_end(self, logs: Any = None) -> None: ...
+
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None: ...
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None: ...
+
+        class History(Callback):
+            def on_train_begin(self, logs: Any = None) -> None:
+                self.epoch: list[int] = []
+                self.history: dict[str, list[float]] = {}
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                self.epoch.append(epoch)
+                for k, v in (logs or {}).items():
+                    self.history.setdefault(k, []).append(v)
+
+        class CallbackList:
+            def __init__(self, callbacks: Any = None) -> None:
+                self.callbacks = list(callbacks or [])
+                self.model: Any = None
+
+            def set_model(self, model: Any) -> None:
+                self.model = model
+                for c in self.callbacks:
+                    c.set_model(model)
+
+            def __getattr__(self, hook: str) -> Callable[..., None]:
+                if not hook.startswith("on_"):
+                    raise AttributeError(hook)
+                return lambda *a, **k: [getattr(c, hook)(*a, **k) for c in self.callbacks] and None
+
+        class EarlyStopping(Callback): ...
+
+        class ModelCheckpoint(Callback): ...
+
+        for cls in (Callback, History, CallbackList, EarlyStopping, ModelCheckpoint):
+            setattr(cb, cls.__name__, cls)
+        parents = ["tensorflow", "tensorflow.python", "tensorflow.python.keras"]
+        for p in parents:
+            sys.modules.setdefault(p, _stub_module(p))
+        sys.modules["tensorflow.python.keras.callbacks"] = cb
+    if "deepctr_torch.utils" not in sys.modules:
+        utils = _stub_module("deepctr_torch.utils")
+        utils.check_version = lambda version: None  # type: ignore[attr-defined]
+        sys.modules["deepctr_torch.utils"] = utils
+
+
+def import_peer(peer_dir: str) -> types.ModuleType:
+    if not Path(peer_dir, "deepctr_torch").is_dir():
+        raise SystemExit(f"DeepCTR-Torch not found under {peer_dir!r}: run `scripts/peer_env.sh` (it prints the dir) "
+                         "and pass --peer-dir")
+    install_peer_shims()
+    sys.path.insert(0, peer_dir)
+    import deepctr_torch  # noqa: F401
+    import deepctr_torch.inputs
+    import deepctr_torch.models
+
+    if getattr(deepctr_torch, "__version__", "?") != "0.2.9":
+        print(f"warning: peer is deepctr_torch {deepctr_torch.__version__}, not 0.2.9")
+    return deepctr_torch
+
+
+# ---- data -------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Data:
+    sparse: np.ndarray  # (N, 26) int64
+    dense: np.ndarray  # (N, 13) float32
+    label: np.ndarray  # (N,) float32
+    prob: np.ndarray  # (N,) float64, the planted click probability
+
+    def rows(self, lo: int, hi: int) -> "Data":
+        return Data(self.sparse[lo:hi], self.dense[lo:hi], self.label[lo:hi], self.prob[lo:hi])
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+
+def vocabularies() -> tuple[list[int], str]:
+    try:
+        from dist_ctr.data.presets import criteo_kaggle_schema  # type: ignore[import-not-found]
+
+        schema = criteo_kaggle_schema(embedding_dim=16)
+        return [int(f.vocabulary_size) for f in schema.sparse_features], "dist_ctr.data.presets criteo-kaggle"
+    except ImportError:
+        return [min(c, VOCAB_CAP) for c in CRITEO_KAGGLE_CARD], f"Criteo-Kaggle cardinalities capped at {VOCAB_CAP:,}"
+
+
+def make_data(n: int, vocabs: list[int], seed: int, ctr: float = 0.25) -> Data:
+    """Criteo-shaped rows with a planted first-order + pairwise signal (see module docstring).
+
+    The planted function depends on ``seed`` only (not on ``n``); the bias is set so the mean click probability
+    is ``ctr``.
+    """
+    gp = np.random.default_rng([seed, 0])  # the planted function
+    g = np.random.default_rng([seed, 1])  # the rows
+    first = [(int(f), gp.normal(0.0, 0.5, vocabs[f])) for f in gp.choice(len(vocabs), 8, replace=False)]
+    pairs = []
+    for _ in range(8):
+        f, h = (int(x) for x in gp.choice(len(vocabs), 2, replace=False))
+        pairs.append((f, h, gp.normal(0.0, 0.55, (vocabs[f], 4)), gp.normal(0.0, 0.55, (vocabs[h], 4))))
+    wd = gp.normal(0.0, 1.0, N_DENSE)
+    perms = [gp.permutation(v) for v in vocabs]
+
+    sparse = np.empty((n, len(vocabs)), dtype=np.int64)
+    for f, v in enumerate(vocabs):
+        p = 1.0 / np.arange(1, v + 1, dtype=np.float64) ** 1.1
+        cdf = np.cumsum(p / p.sum())
+        rank = np.minimum(np.searchsorted(cdf, g.random(n)), v - 1)
+        sparse[:, f] = perms[f][rank]  # frequent ids scattered over the table
+    dense = np.log1p(g.lognormal(1.0, 1.2, (n, N_DENSE)))
+    lo, hi = np.log1p(0.0), np.log1p(np.exp(1.0 + 1.2 * 5.0))  # fixed min-max range (not data-dependent)
+    dense = np.clip((dense - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    logit = np.zeros(n)
+    for f, w in first:  # first-order id effects
+        logit += w[sparse[:, f]]
+    for f, h, u, v in pairs:  # rank-4 pairwise effects <u_f[id_f], v_h[id_h]>
+        logit += np.einsum("nk,nk->n", u[sparse[:, f]], v[sparse[:, h]])
+    logit += (dense - dense.mean(0)) @ wd * 3.0 + 8.0 * (dense[:, 0] - 0.3) * (dense[:, 1] - 0.3)
+    lo_b, hi_b = -10.0, 10.0  # bias by bisection: mean sigmoid(logit + b) = ctr
+    for _ in range(50):
+        b = (lo_b + hi_b) / 2
+        lo_b, hi_b = (b, hi_b) if np.mean(1.0 / (1.0 + np.exp(-(logit + b)))) < ctr else (lo_b, b)
+    prob = 1.0 / (1.0 + np.exp(-(logit + b)))
+    label = (g.random(n) < prob).astype(np.float32)
+    return Data(sparse, dense, label, prob)
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y.astype(np.float64), p.astype(np.float64).reshape(-1)))
+
+
+# ---- our side ---------------------------------------------------------------------------------------------------
+SPARSE_NAMES = [f"C{i + 1}" for i in range(N_SPARSE)]
+DENSE_NAMES = [f"I{i + 1}" for i in range(N_DENSE)]
+
+
+def our_schema(vocabs: list[int], dim: int) -> FeatureSchema:
+    feats = [SparseFeat(n, v, dim) for n, v in zip(SPARSE_NAMES, vocabs)] + [DenseFeat(n) for n in DENSE_NAMES]
+    return FeatureSchema(tuple(feats), (LabelSpec("label"),))
+
+
+def to_batches(d: Data, batch: int) -> list[CTRBatch]:
+    out = []
+    for lo in range(0, len(d), batch):
+        part = d.rows(lo, lo + batch)
+        b = len(part)
+        values = torch.from_numpy(np.ascontiguousarray(part.sparse.T).reshape(-1))  # (F * B,) key-major
+        kjt = KeyedJaggedTensor(keys=SPARSE_NAMES, values=values, lengths=torch.ones(b * N_SPARSE, dtype=torch.int32))
+        out.append(CTRBatch(torch.from_numpy(part.dense), kjt, torch.from_numpy(part.label).view(b, 1)))  # (B, 1)
+    return out
+
+
+def our_config(name: str, peer_cls: type) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """Our typed config for ``name`` with the peer's constructor defaults for every field of the same name."""
+    fields = {f.name: f for f in dataclasses.fields(MODEL_REGISTRY[name].config_cls)}
+    cfg: dict[str, Any] = {}
+    changed: dict[str, tuple[Any, Any]] = {}
+    for k, p in inspect.signature(peer_cls.__init__).parameters.items():
+        if k in PEER_CTOR_SKIP or k not in fields or p.default is inspect.Parameter.empty:
+            continue
+        v = tuple(p.default) if isinstance(p.default, list) else p.default
+        cfg[k] = v
+        ours = fields[k].default
+        if ours is not dataclasses.MISSING and (tuple(ours) if isinstance(ours, list) else ours) != v:
+            changed[k] = (ours, v)
+    return cfg, changed
+
+
+class Timing:
+    """Per-chunk wall times and per-step stamps of one side of a paired run."""
+
+    def __init__(self) -> None:
+        self.chunk_rows: list[int] = []
+        self.chunk_seconds: list[float] = []
+        self.step_seconds: list[float] = []
+
+    def add(self, rows: int, seconds: float, stamps: list[float]) -> None:
+        self.chunk_rows.append(rows)
+        self.chunk_seconds.append(seconds)
+        self.step_seconds.extend(np.diff(np.asarray(stamps)).tolist())
+
+    def result(self, batch: int) -> dict[str, float]:
+        rows, secs = np.asarray(self.chunk_rows), np.asarray(self.chunk_seconds)
+        med_step = float(np.median(self.step_seconds)) if self.step_seconds else float("nan")
+        return {"samples_per_s": float(np.median(rows / secs)), "pass_samples_per_s": float(rows.sum() / secs.sum()),
+                "median_step_samples_per_s": batch / med_step, "seconds": float(secs.sum()),
+                "timed_rows": int(rows.sum()), "chunks": len(rows)}
+
+
+def peer_style_init(trainer: Trainer, std: float) -> int:
+    """Re-draw every embedding table of ``trainer`` from ``N(0, std)`` (DeepCTR-Torch's ``init_std`` init).
+
+    Writes the local shards of the DMP's sharded tables in place (at world size 1 these are views of the fused
+    TBE weights). Our "dim-1" linear tables are 4 columns summed, so each column gets ``std / 2`` (the sum has
+    std ``std``); the linear part's dense weight gets ``N(0, std)`` too, as in DeepCTR's ``Linear``. Returns the
+    number of tables written.
+    """
+    n = 0
+    with torch.no_grad():
+        for key, value in trainer.dmp.state_dict().items():
+            if ".embedding_bags." not in key or not hasattr(value, "local_shards"):
+                continue
+            s = std / 2 if key.split(".embedding_bags.")[1].startswith("linear__") else std
+            for shard in value.local_shards():
+                shard.tensor.normal_(0.0, s)
+            n += 1
+        for mod in trainer.dmp.modules():  # DeepCTR's Linear also draws its dense weight from N(0, init_std)
+            dense_weight = getattr(mod, "dense_weight", None)
+            if isinstance(dense_weight, torch.nn.Linear):
+                dense_weight.weight.normal_(0.0, std)
+    return n
+
+
+class OursRunner:
+    """One training run of ours. ``variant`` = "<fused sparse optimizer>/<mean|sum>/<peer|engine>":
+      - "sum" weights the mean BCE by the batch size through the engine's ``loss_weights`` (DeepCTR's
+        ``reduction='sum'``); "mean" is the engine's default;
+      - "peer" re-draws the tables from ``N(0, init_std)`` as DeepCTR-Torch does (see :func:`peer_style_init`);
+        "engine" keeps the engine's init (uniform in ``±sqrt(1 / rows)``, TorchRec's default range).
+    """
+
+    def __init__(self, name: str, cfg: dict[str, Any], schema: FeatureSchema, env: DistEnv, variant: str, lr: float,
+                 batch: int, seed: int, eps: float) -> None:
+        sparse_name, reduction, init = variant.split("/")
+        torch.manual_seed(seed)
+        model = build_model(name, schema, cfg)
+        self.trainer = Trainer(model, env, sparse_optim=SparseOptimConfig(name=sparse_name, lr=lr, eps=eps),  # type: ignore[arg-type]
+                               dense_optim=DenseOptimConfig(name="adagrad", lr=lr), batch_size=batch, seed=seed,
+                               loss_weights=[float(batch)] if reduction == "sum" else None)
+        if init == "peer":
+            peer_style_init(self.trainer, float(getattr(getattr(model, "config", None), "init_std", 1e-4)))
+        self.timing = Timing()
+
+    def warm(self, batches: list[CTRBatch]) -> None:
+        for b in batches:
+            self.trainer.train_step(b)
+
+    def train_chunk(self, batches: list[CTRBatch]) -> float:
+        t0 = time.perf_counter()
+        stamps = [t0]
+        for b in batches:
+            self.trainer.train_step(b)
+            stamps.append(time.perf_counter())
+        dt = stamps[-1] - t0
+        self.timing.add(sum(b.batch_size for b in batches), dt, stamps)
+        return dt
+
+    def auc(self, test: list[CTRBatch], labels: np.ndarray) -> float:
+        return auc(labels, self.trainer.predict(test).numpy())  # host sync
+
+
+# ---- the peer's side --------------------------------------------------------------------------------------------
+def peer_columns(dc: types.ModuleType, vocabs: list[int], dim: int) -> list[Any]:
+    inp = dc.inputs
+    return ([inp.SparseFeat(n, vocabulary_size=v, embedding_dim=dim) for n, v in zip(SPARSE_NAMES, vocabs)]
+            + [inp.DenseFeat(n, 1) for n in DENSE_NAMES])
+
+
+def peer_model(dc: types.ModuleType, name: str, cols: list[Any], seed: int,
+               dnn_cols: Optional[list[Any]] = None) -> torch.nn.Module:
+    cls = getattr(dc.models, name)
+    params = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {k: cols for k in ("linear_feature_columns", "dnn_feature_columns",
+                                                "region_feature_columns") if k in params}
+    if dnn_cols is not None and "dnn_feature_columns" in kwargs:
+        kwargs["dnn_feature_columns"] = dnn_cols
+    if "seed" in params:
+        kwargs["seed"] = seed
+    return cls(device="cpu", **kwargs)
+
+
+def peer_x(d: Data) -> dict[str, np.ndarray]:
+    x = {n: d.sparse[:, i] for i, n in enumerate(SPARSE_NAMES)}
+    x.update({n: d.dense[:, i] for i, n in enumerate(DENSE_NAMES)})
+    return x
+
+
+class PeerRunner:
+    """One DeepCTR-Torch training run: ``compile(torch.optim.Adagrad(lr))`` and ``fit(..., verbose=0,
+    shuffle=False)`` per chunk of rows; a step-post hook on its optimizer stamps every step."""
+
+    def __init__(self, dc: types.ModuleType, name: str, cols: list[Any], lr: float, seed: int, batch: int,
+                 dnn_cols: Optional[list[Any]] = None) -> None:
+        self.model = peer_model(dc, name, cols, seed, dnn_cols)
+        opt = torch.optim.Adagrad(self.model.parameters(), lr=lr)
+        self.stamps: list[float] = []
+        opt.register_step_post_hook(lambda *_: self.stamps.append(time.perf_counter()))
+        self.model.compile(opt, "binary_crossentropy", metrics=[])
+        self.batch = batch
+        self.timing = Timing()
+
+    def _fit(self, d: Data) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):  # fit prints the device and "Train on ..." at verbose=0
+            self.model.fit(peer_x(d), d.label, batch_size=self.batch, epochs=1, verbose=0, shuffle=False)
+
+    def warm(self, d: Data) -> None:
+        if len(d):
+            self._fit(d)
+
+    def train_chunk(self, d: Data) -> float:
+        t0 = time.perf_counter()
+        self.stamps[:] = [t0]
+        self._fit(d)
+        dt = time.perf_counter() - t0
+        self.timing.add(len(d), dt, self.stamps[1:] if len(self.stamps) > 2 else self.stamps)
+        return dt
+
+    def auc(self, test: Data) -> float:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return auc(test.label, self.model.predict(peer_x(test), batch_size=8192))
+
+
+def run_pair(dc: types.ModuleType, name: str, cols: list[Any], cfg: dict[str, Any], schema: FeatureSchema,
+             env: DistEnv, variants: list[str], lr: float, seed: int, args: argparse.Namespace, train: Data,
+             test: Data, batches: list[CTRBatch], test_batches: list[CTRBatch]) -> dict[str, Any]:
+    """Peer and every variant of ours trained side by side, chunk by chunk (``--chunk`` batches each, the order
+    of the sides rotating per chunk), so that every side sees the same load on a shared machine. Each side's
+    samples/s is the median over chunks of its chunk rate; the speed-up is the median over chunks of the paired
+    ratio peer chunk time / ours chunk time."""
+    row: dict[str, Any] = {"model": name, "lr": lr, "seed": seed, "ours": {}}
+    B, W, C = args.batch, args.warmup, args.chunk
+    sides: list[tuple[str, Any]] = []
+    try:
+        try:
+            sides.append(("peer", PeerRunner(dc, name, cols, lr, seed, B)))
+        except ValueError as e:
+            if "DenseFeat is not supported" not in str(e):
+                raise
+            # AFM / CCPM in DeepCTR-Torch take sparse DNN columns only: the dense ones stay in the linear part,
+            # on both sides.
+            sparse_cols = [c for c in cols if isinstance(c, dc.inputs.SparseFeat)]
+            sides.append(("peer", PeerRunner(dc, name, cols, lr, seed, B, dnn_cols=sparse_cols)))
+            row["peer_dnn_cols"] = sparse_cols
+            cfg = {**cfg, "dnn_feature_names": tuple(SPARSE_NAMES)}
+            row["note"] = "DNN/interaction columns: sparse only on both sides (the peer rejects DenseFeat there)"
+    except Exception as e:  # noqa: BLE001 - report and go on
+        row["peer_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    for v in variants:
+        try:
+            sides.append((v, OursRunner(name, cfg, schema, env, v, lr, B, seed, args.sparse_eps)))
+        except Exception as e:  # noqa: BLE001
+            row["ours"][v] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
+    failed: set[str] = set()
+
+    def call(key: str, fn: Callable[[], Any]) -> Any:
+        if key in failed:
+            return None
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001
+            failed.add(key)
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            if key == "peer":
+                row["peer_error"] = msg
+            else:
+                row["ours"][key] = {"error": msg}
+            return None
+
+    for key, r in sides:
+        call(key, lambda r=r: r.warm(train.rows(0, W * B) if key == "peer" else batches[:W]))
+    ratios: dict[str, list[float]] = {v: [] for v in variants}
+    k = 0
+    for _ in range(args.epochs):
+        for lo in range(W, len(batches), C):
+            hi = min(lo + C, len(batches))
+            order = sides[k % len(sides):] + sides[:k % len(sides)]
+            k += 1
+            secs: dict[str, float] = {}
+            for key, r in order:
+                chunk = train.rows(lo * B, hi * B) if key == "peer" else batches[lo:hi]
+                dt = call(key, lambda r=r, chunk=chunk: r.train_chunk(chunk))
+                if dt is not None:
+                    secs[key] = dt
+            for v in variants:
+                if "peer" in secs and v in secs:
+                    ratios[v].append(secs["peer"] / secs[v])
+    for key, r in sides:
+        if key == "peer":
+            a = call(key, lambda r=r: r.auc(test))
+            if a is not None:
+                row["peer"] = {**r.timing.result(B), "auc": a}
+        else:
+            a = call(key, lambda r=r: r.auc(test_batches, test.label))
+            if a is not None:
+                row["ours"][key] = {**r.timing.result(B), "auc": a}
+                if ratios[key]:
+                    row["ours"][key]["speedup"] = float(np.median(ratios[key]))
+    del sides
+    return row
+
+
+def peer_step_rate(dc: types.ModuleType, name: str, cols: list[Any], lr: float, train: Data, batch: int,
+                   steps: int, seed: int, dnn_cols: Optional[list[Any]] = None, warmup: int = 2) -> float:
+    """DeepCTR's per-batch work on pre-built float batches (no DataLoader), on a fresh model; median-step
+    samples/s."""
+    import torch.nn.functional as F
+
+    model = peer_model(dc, name, cols, seed, dnn_cols)
+    model.train()
+    opt = torch.optim.Adagrad(model.parameters(), lr=lr)
+    cols_np = [*(train.sparse[:, i] for i in range(N_SPARSE)), *(train.dense[:, i] for i in range(N_DENSE))]
+    order = list(model.feature_index)  # DeepCTR's column order of its input matrix
+    name_to_col = dict(zip(SPARSE_NAMES + DENSE_NAMES, cols_np))
+    xs, ys = [], []
+    for s in range(warmup + steps):
+        lo, hi = s * batch, (s + 1) * batch
+        xs.append(torch.from_numpy(np.stack([name_to_col[n][lo:hi] for n in order], 1).astype(np.float32)))  # (B, 39)
+        ys.append(torch.from_numpy(train.label[lo:hi]))
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        y_pred = model(x).squeeze(-1)
+        opt.zero_grad()
+        loss = F.binary_cross_entropy(y_pred, y, reduction="sum") + model.get_regularization_loss() + model.aux_loss
+        loss.backward()
+        opt.step()
+
+    for x, y in zip(xs[:warmup], ys[:warmup]):
+        step(x, y)
+    stamps = [time.perf_counter()]
+    for x, y in zip(xs[warmup:], ys[warmup:]):
+        step(x, y)
+        stamps.append(time.perf_counter())
+    del model
+    return batch / float(np.median(np.diff(stamps)))
+
+
+# ---- main -------------------------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peer-dir", default=os.environ.get(
+        "DIST_CTR_PEER_DIR", str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dist_ctr_peer")))
+    ap.add_argument("--models", default="", help=f"comma-separated; default: {','.join(DEFAULT_MODELS)}")
+    ap.add_argument("--train-rows", type=int, default=400_000)
+    ap.add_argument("--test-rows", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=3, help="batches trained untimed first, on both sides")
+    ap.add_argument("--dim", type=int, default=16)
+    ap.add_argument("--lrs", default="0.01", help="comma-separated Adagrad learning rates, each used on both sides")
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help="ours: comma-separated <fused sparse optimizer>/<mean|sum loss>/<peer|engine init>; "
+                    "the first is the headline")
+    ap.add_argument("--sparse-eps", type=float, default=1e-10,
+                    help="eps of our fused sparse optimizer (default: torch.optim.Adagrad's, the peer's)")
+    ap.add_argument("--chunk", type=int, default=8, help="batches per paired timing chunk")
+    ap.add_argument("--peer-step-steps", type=int, default=10, help="steps for the 'peer step' figure (0: skip)")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--seeds", default="1024", help="comma-separated model seeds (peer: its `seed` argument; "
+                    "ours: torch.manual_seed + the Trainer's table seed); the summary averages AUC over them")
+    ap.add_argument("--data-seed", type=int, default=7)
+    ap.add_argument("--json", default="", help="also write the results here")
+    ap.add_argument("--quick", action="store_true", help=f"smoke run: {','.join(QUICK_MODELS)}, 60k/20k rows")
+    args = ap.parse_args()
+    if args.quick:
+        args.train_rows, args.test_rows = min(args.train_rows, 60_000), min(args.test_rows, 20_000)
+        args.models = args.models or ",".join(QUICK_MODELS)
+        args.peer_step_steps = min(args.peer_step_steps, 4)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_torchrec()
+    dc = import_peer(args.peer_dir)
+    lrs = [float(x) for x in args.lrs.split(",") if x]
+    variants = [v for v in args.variants.split(",") if v]
+    for v in variants:
+        parts = v.split("/")
+        if len(parts) != 3 or parts[1] not in ("mean", "sum") or parts[2] not in ("peer", "engine"):
+            raise SystemExit(f"--variants: {v!r} is not <optimizer>/<mean|sum>/<peer|engine>")
+    models = [m for m in (args.models.split(",") if args.models else DEFAULT_MODELS) if m]
+    both = [m for m in models if m in MODEL_REGISTRY and hasattr(dc.models, m)]
+    for m in [m for m in models if m not in both]:
+        print(f"{m}: skipped (not in {'dist_ctr' if m not in MODEL_REGISTRY else 'deepctr_torch'})")
+
+    vocabs, vocab_src = vocabularies()
+    t0 = time.perf_counter()
+    data = make_data(args.train_rows + args.test_rows, vocabs, args.data_seed)
+    train, test = data.rows(0, args.train_rows), data.rows(args.train_rows, len(data))
+    gen_s = time.perf_counter() - t0
+    schema = our_schema(vocabs, args.dim)
+    batches = to_batches(train, args.batch)
+    test_batches = to_batches(test, 8192)
+    cols = peer_columns(dc, vocabs, args.dim)
+    env = DistEnv()
+    init_process_group(env)
+    ceiling = auc(test.label, test.prob)
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+          f"(affinity {len(os.sched_getaffinity(0))}), load average {os.getloadavg()[0]:.2f}; torch {torch.__version__}, "
+          f"intra-op threads {torch.get_num_threads()}, inter-op threads {torch.get_num_interop_threads()}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} (one process: same settings for both sides)")
+    print(f"peer: deepctr_torch {dc.__version__} from {args.peer_dir}")
+    print(f"data: {args.train_rows:,} train / {args.test_rows:,} test rows (made in {gen_s:.1f} s), 26 sparse "
+          f"({vocab_src}; {sum(vocabs):,} rows in all), 13 dense; train CTR {train.label.mean():.3f}; "
+          f"AUC of the planted probability on the test rows (ceiling) {ceiling:.4f}")
+    print(f"hyper-parameters: dim {args.dim}, batch {args.batch}, epochs {args.epochs}, no shuffle, first "
+          f"{args.warmup} batches untimed; Adagrad lr {lrs} on both sides (peer: torch.optim.Adagrad over all "
+          f"parameters, BCE summed over the batch; ours: fused <optimizer> on embeddings with eps {args.sparse_eps:g} "
+          f"+ torch.optim.Adagrad on the dense part; variants {variants} (optimizer/loss reduction/table init))")
+    print(f"timing: both sides train side by side in chunks of {args.chunk} batches (rotating order); samples/s = "
+          "median over chunks of the chunk rate (whole pass in brackets, median single step after it); speed-up = "
+          "median over chunks of peer chunk time / ours chunk time", flush=True)
+    print("| model | lr | side | samples/s (pass; step) | speed-up | AUC | dAUC vs peer |")
+    print("|---|---|---|---|---|---|---|")
+
+    seeds = [int(x) for x in args.seeds.split(",") if x]
+    results: list[dict[str, Any]] = []
+    for name in both:
+        cfg, changed = our_config(name, getattr(dc.models, name))
+        if changed:
+            print(f"| {name} | | note: our config set to the peer's defaults: "
+                  + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()) + " | | | | | |")
+        for lr in lrs:
+            for seed in seeds:
+                tag = f"{lr:g}" + (f" s{seed}" if len(seeds) > 1 else "")
+                row = run_pair(dc, name, cols, cfg, schema, env, variants, lr, seed, args, train, test, batches,
+                               test_batches)
+                if "note" in row:
+                    print(f"| {name} | {tag} | note: {row['note']} | | | | |")
+                if "peer" in row:
+                    print_line(name, tag, "DeepCTR-Torch fit", row["peer"], None)
+                else:
+                    print(f"| {name} | {tag} | DeepCTR-Torch: {row.get('peer_error')} | | | | |", flush=True)
+                if args.peer_step_steps and "peer" in row:
+                    rate = peer_step_rate(dc, name, cols, lr, train, args.batch, args.peer_step_steps, seed,
+                                          row.pop("peer_dnn_cols", None))
+                    row["peer_step_samples_per_s"] = rate
+                    print(f"| {name} | {tag} | DeepCTR-Torch model step, no DataLoader | (-; {rate:,.0f}) | | | |",
+                          flush=True)
+                for v in variants:
+                    r = row["ours"].get(v, {"error": "not run"})
+                    if "error" in r:
+                        print(f"| {name} | {tag} | ours {v}: {r['error']} | | | | |", flush=True)
+                    else:
+                        print_line(name, tag, f"ours {v}", r, row.get("peer"))
+                row.pop("peer_dnn_cols", None)
+                results.append(row)
+    print_summary(results, variants, ceiling)
+    if args.json:
+        meta = {"cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "args": vars(args), "vocab_source": vocab_src, "auc_ceiling": ceiling}
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+
+
+def print_line(name: str, tag: str, side: str, r: dict[str, float], peer: Optional[dict[str, float]]) -> None:
+    speed = dauc = ""
+    if peer is not None and "speedup" in r:
+        speed = f"{r['speedup']:.2f}x ({r['pass_samples_per_s'] / peer['pass_samples_per_s']:.2f}x)"
+        dauc = f"{r['auc'] - peer['auc']:+.4f}"
+    print(f"| {name} | {tag} | {side} | {r['samples_per_s']:,.0f} ({r['pass_samples_per_s']:,.0f}; "
+          f"{r['median_step_samples_per_s']:,.0f}) | {speed} | {r['auc']:.4f} | {dauc} |", flush=True)
+
+
+def print_summary(results: list[dict[str, Any]], variants: list[str], ceiling: float) -> None:
+    """The headline table (first variant) per (model, lr), over seeds: median samples/s and speed-up, mean AUC;
+    then the worst cases of every variant."""
+    head = variants[0]
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in results:
+        groups.setdefault((row["model"], row["lr"]), []).append(row)
+
+    def agg(rows: list[dict[str, Any]], v: str) -> Optional[dict[str, float]]:
+        ok = [r for r in rows if r.get("peer") and "speedup" in r["ours"].get(v, {})]
+        if not ok:
+            return None
+        med = lambda f: float(np.median([f(r) for r in ok]))  # noqa: E731
+        return {"peer_rate": med(lambda r: r["peer"]["samples_per_s"]),
+                "ours_rate": med(lambda r: r["ours"][v]["samples_per_s"]),
+                "speedup": med(lambda r: r["ours"][v]["speedup"]),
+                "pass_speedup": med(lambda r: r["ours"][v]["pass_samples_per_s"] / r["peer"]["pass_samples_per_s"]),
+                "peer_auc": float(np.mean([r["peer"]["auc"] for r in ok])),
+                "ours_auc": float(np.mean([r["ours"][v]["auc"] for r in ok])),
+                "dauc_sd": float(np.std([r["ours"][v]["auc"] - r["peer"]["auc"] for r in ok])), "n": len(ok)}
+
+    n_seeds = max(len(g) for g in groups.values()) if groups else 0
+    print(f"\nsummary (ours = {head}; samples/s = median chunk rate, speed-up = median paired chunk ratio with the "
+          f"whole-pass ratio in brackets; over {n_seeds} seed(s): median rates, mean AUC; AUC ceiling {ceiling:.4f}):")
+    print("| model | lr | peer samples/s | ours samples/s | speed-up | peer AUC | ours AUC | dAUC |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (model, lr), rows in groups.items():
+        a = agg(rows, head)
+        if a is None:
+            errs = [r.get("peer_error") or r["ours"].get(head, {}).get("error") for r in rows]
+            print(f"| {model} | {lr:g} | failed: {next((e for e in errs if e), '?')} | | | | | |")
+            continue
+        sd = f" (sd {a['dauc_sd']:.4f})" if a["n"] > 1 else ""
+        print(f"| {model} | {lr:g} | {a['peer_rate']:,.0f} | {a['ours_rate']:,.0f} | {a['speedup']:.2f}x "
+              f"({a['pass_speedup']:.2f}x) | {a['peer_auc']:.4f} | {a['ours_auc']:.4f} | "
+              f"{a['ours_auc'] - a['peer_auc']:+.4f}{sd} |")
+    for v in variants:
+        aggs = {k: agg(rows, v) for k, rows in groups.items()}
+        ok = {k: a for k, a in aggs.items() if a is not None}
+        if not ok:
+            continue
+        slow = min(ok, key=lambda k: ok[k]["ours_rate"])
+        worst = min(ok, key=lambda k: ok[k]["speedup"])
+        bad = min(ok, key=lambda k: ok[k]["ours_auc"] - ok[k]["peer_auc"])
+        print(f"ours {v}: slowest {slow[0]} (lr {slow[1]:g}) {ok[slow]['ours_rate']:,.0f} samples/s; lowest "
+              f"speed-up {worst[0]} {ok[worst]['speedup']:.2f}x; worst dAUC {bad[0]} "
+              f"{ok[bad]['ours_auc'] - ok[bad]['peer_auc']:+.4f}")
+
+
+if __name__ == "__main__":
+    main()

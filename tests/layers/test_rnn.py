@@ -1,0 +1,162 @@
+"""AGRU / AUGRU cells, DynamicGRU and BiLSTM against their formulas and against torch's own GRU / LSTM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dist_ctr.layers.rnn import AGRUCell, AUGRUCell, BiLSTM, DynamicGRU, reverse_padded
+
+N, H = 3, 5
+
+
+def _gru_cell_like(cell: nn.Module) -> nn.GRUCell:
+    """A ``torch.nn.GRUCell`` with the weights of an AUGRU cell (same layout)."""
+    ref = nn.GRUCell(N, H)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ref, name).copy_(getattr(cell, name))
+    return ref
+
+
+def test_augru_with_attention_one_is_a_gru_step():
+    torch.manual_seed(0)
+    cell = AUGRUCell(N, H)
+    ref = _gru_cell_like(cell)
+    x, h = torch.randn(4, N), torch.randn(4, H)
+    torch.testing.assert_close(cell(x, h, torch.ones(4)), ref(x, h))
+
+
+def test_augru_with_attention_zero_keeps_the_state_and_scales_the_update_gate():
+    torch.manual_seed(1)
+    cell = AUGRUCell(N, H)
+    x, h = torch.randn(4, N), torch.randn(4, H)
+    torch.testing.assert_close(cell(x, h, torch.zeros(4)), h)
+    # General a: h' = (1 - a (1 - z)) h + a (1 - z) n with torch's gates.
+    a = torch.rand(4)
+    gi, gh = x @ cell.weight_ih.t() + cell.bias_ih, h @ cell.weight_hh.t() + cell.bias_hh
+    r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+    z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    u = a.unsqueeze(1) * (1 - z)
+    torch.testing.assert_close(cell(x, h, a), (1 - u) * h + u * n)
+
+
+def test_agru_attention_zero_keeps_state_and_one_gives_the_candidate():
+    torch.manual_seed(2)
+    cell = AGRUCell(N, H)
+    assert tuple(cell.weight_ih.shape) == (2 * H, N)  # reset and candidate blocks only
+    x, h = torch.randn(4, N), torch.randn(4, H)
+    torch.testing.assert_close(cell(x, h, torch.zeros(4, 1)), h)
+    gi, gh = x @ cell.weight_ih.t() + cell.bias_ih, h @ cell.weight_hh.t() + cell.bias_hh
+    r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+    n = torch.tanh(gi[:, H:] + r * gh[:, H:])
+    torch.testing.assert_close(cell(x, h, torch.ones(4)), n)
+    a = torch.rand(4, 1)
+    torch.testing.assert_close(cell(x, h, a), (1 - a) * h + a * n)
+
+
+def _padded_batch(lengths: list[int], L: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), L, N, generator=g)
+    att = torch.rand(len(lengths), L, generator=g)
+    return x, torch.tensor(lengths), att
+
+
+def test_dynamic_gru_final_state_equals_torch_gru_on_the_unpadded_sequence():
+    torch.manual_seed(3)
+    dyn = DynamicGRU(N, H, gru_type="GRU")
+    ref = nn.GRU(N, H, batch_first=True)
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(dyn.cell.weight_ih)
+        ref.weight_hh_l0.copy_(dyn.cell.weight_hh)
+        ref.bias_ih_l0.copy_(dyn.cell.bias_ih)
+        ref.bias_hh_l0.copy_(dyn.cell.bias_hh)
+    lengths = [4, 1, 0, 3]
+    x, n, _ = _padded_batch(lengths, 4, seed=0)
+    out, final = dyn(x, n)
+    for b, ln in enumerate(lengths):
+        if ln == 0:
+            assert torch.equal(final[b], torch.zeros(H)) and torch.equal(out[b], torch.zeros(4, H))
+            continue
+        seq_out, h_n = ref(x[b:b + 1, :ln])
+        torch.testing.assert_close(final[b], h_n[0, 0])
+        torch.testing.assert_close(out[b, :ln], seq_out[0])
+        assert torch.equal(out[b, ln:], torch.zeros(4 - ln, H))
+
+
+@pytest.mark.parametrize("gru_type", ["AGRU", "AUGRU"])
+def test_dynamic_attentional_gru_equals_a_step_loop_on_each_unpadded_row(gru_type):
+    torch.manual_seed(4)
+    dyn = DynamicGRU(N, H, gru_type=gru_type)
+    lengths = [5, 2, 0, 3]
+    x, n, att = _padded_batch(lengths, 5, seed=1)
+    _, final = dyn(x, n, att)
+    for b, ln in enumerate(lengths):
+        h = torch.zeros(1, H)
+        for t in range(ln):
+            h = dyn.cell(x[b:b + 1, t], h, att[b:b + 1, t])
+        torch.testing.assert_close(final[b], h[0])
+
+
+@pytest.mark.parametrize("gru_type", ["GRU", "AGRU", "AUGRU"])
+def test_dynamic_gru_ignores_padded_inputs_and_scores(gru_type):
+    torch.manual_seed(5)
+    dyn = DynamicGRU(N, H, gru_type=gru_type)
+    x, n, att = _padded_batch([3, 1, 0], 4, seed=2)
+    out, final = dyn(x, n, att)
+    mask = (torch.arange(4).unsqueeze(0) < n.unsqueeze(1)).unsqueeze(-1)  # (B, L, 1)
+    x2 = torch.where(mask, x, torch.randn_like(x) * 100)
+    att2 = torch.where(mask[..., 0], att, torch.rand_like(att))
+    out2, final2 = dyn(x2, n, att2)
+    torch.testing.assert_close(final2, final)
+    torch.testing.assert_close(out2, out)
+
+
+def test_dynamic_gru_needs_scores_for_attentional_types():
+    with pytest.raises(ValueError, match="att_scores"):
+        DynamicGRU(N, H, gru_type="AUGRU")(torch.randn(2, 3, N), torch.tensor([3, 1]))
+    with pytest.raises(ValueError, match="gru_type"):
+        DynamicGRU(N, H, gru_type="LSTM")
+
+
+def test_reverse_padded_reverses_only_valid_positions():
+    seq = torch.arange(8.0).view(2, 4, 1)
+    out = reverse_padded(seq, torch.tensor([3, 0]))
+    assert out[0, :, 0].tolist() == [2.0, 1.0, 0.0, 3.0]
+    assert out[1, :, 0].tolist() == [4.0, 5.0, 6.0, 7.0]
+    assert torch.equal(reverse_padded(out, torch.tensor([3, 0])), seq)
+
+
+def test_bilstm_directions_equal_torch_lstms_on_unpadded_rows_and_ignore_padding():
+    torch.manual_seed(6)
+    E = 4
+    fw = BiLSTM(E, layers=1, dropout_rate=0.0, merge_mode="fw").eval()
+    bw = BiLSTM(E, layers=1, dropout_rate=0.0, merge_mode="bw").eval()
+    bw.load_state_dict(fw.state_dict())
+    lengths = [4, 2, 0]
+    x = torch.randn(3, 4, E)
+    n = torch.tensor(lengths)
+    y_fw, y_bw = fw(x, n), bw(x, n)
+    for b, ln in enumerate(lengths):
+        if ln == 0:
+            assert torch.equal(y_fw[b], torch.zeros(4, E)) and torch.equal(y_bw[b], torch.zeros(4, E))
+            continue
+        ref_fw = fw.fw[0](x[b:b + 1, :ln])[0][0]  # (ln, E)
+        ref_bw = fw.bw[0](x[b:b + 1, :ln].flip(1))[0][0].flip(0)  # run on the reversed row, re-reverse
+        torch.testing.assert_close(y_fw[b, :ln], ref_fw)
+        torch.testing.assert_close(y_bw[b, :ln], ref_bw)
+    noisy = torch.where((torch.arange(4).view(1, 4, 1) < n.view(3, 1, 1)), x, torch.randn_like(x) * 50)
+    torch.testing.assert_close(bw(noisy, n), y_bw)
+    ave = BiLSTM(E, layers=1, dropout_rate=0.0, merge_mode="ave").eval()
+    ave.load_state_dict(fw.state_dict())
+    torch.testing.assert_close(ave(x, n), (y_fw + y_bw) / 2)
+
+
+def test_bilstm_stacks_layers_with_residuals_and_merge_modes():
+    m = BiLSTM(4, layers=3, res_layers=1, merge_mode="concat")
+    assert m.output_dim == 8
+    assert m(torch.randn(2, 5, 4), torch.tensor([5, 2])).shape == (2, 5, 8)
+    with pytest.raises(ValueError, match="merge_mode"):
+        BiLSTM(4, merge_mode="max")
