@@ -158,18 +158,12 @@ class SparseArch(nn.Module):
         self.combiners: dict[str, str] = {
             f.name: (_combiner(f) or "sum") for f in feats  # type: ignore[misc]
         }
-        # Order of pooled features as produced (EBC features in table order, then EC-pooled), and its
-        # permutation to schema order, as a flat column index over (B, sum D).
-        ebc_order = [n for c in bag_cfgs for n in c.feature_names]
-        produced = ebc_order + ec_pooled
-        dims = {f.name: f.embedding_dim for f in feats}
-        offsets, start = {}, 0
-        for n in produced:
-            offsets[n] = (start, dims[n])
-            start += dims[n]
-        cols = [i for n in self.pooled_names for i in range(offsets[n][0], offsets[n][0] + offsets[n][1])]
-        self.register_buffer("_perm", torch.tensor(cols, dtype=torch.long), persistent=False)
-        self._identity_perm = cols == list(range(len(cols)))
+        # Column permutation from the order features are produced in (EBC output keys, then EC-pooled) to schema
+        # order. A sharded EBC returns its keys in plan order, not config order, so the permutation is built from
+        # the output's own keys on first sight of each key order and cached.
+        self._dims: dict[str, int] = {f.name: f.embedding_dim for f in feats}
+        self._perm_cache: dict[tuple[str, ...], Optional[torch.Tensor]] = {}
+        dims = self._dims
         pooled_dims = {dims[n] for n in self.pooled_names}
         self.uniform_dim: Optional[int] = pooled_dims.pop() if len(pooled_dims) == 1 else None
         self.pooled_dims: list[int] = [dims[n] for n in self.pooled_names]
@@ -179,17 +173,34 @@ class SparseArch(nn.Module):
         """``F``: pooled features."""
         return len(self.pooled_names)
 
+    def _perm_for(self, produced: tuple[str, ...], device: torch.device) -> Optional[torch.Tensor]:
+        """Flat column index taking ``produced`` order to schema order (``None`` when already in order)."""
+        perm = self._perm_cache.get(produced)
+        if perm is None and produced not in self._perm_cache:
+            offsets, start = {}, 0
+            for n in produced:
+                offsets[n] = start
+                start += self._dims[n]
+            cols = [i for n in self.pooled_names for i in range(offsets[n], offsets[n] + self._dims[n])]
+            perm = None if cols == list(range(len(cols))) else torch.tensor(cols, dtype=torch.long, device=device)
+            self._perm_cache[produced] = perm
+        return perm
+
     def forward(self, features: KeyedJaggedTensor) -> SparseOutput:
         B = features.stride()
         parts: list[torch.Tensor] = []
+        produced: list[str] = []
         if self.ebc is not None:
-            parts.append(self.ebc(features).values())  # (B, sum D_ebc)
+            kt = self.ebc(features)  # KeyedTensor; key order = the (possibly sharded) module's output order
+            produced.extend(kt.keys())
+            parts.append(kt.values())  # (B, sum D_ebc)
         sequences: dict[str, torch.Tensor] = {}
         lengths: dict[str, torch.Tensor] = {}
         if self.ec is not None:
             jts = self.ec(features)  # dict[str, JaggedTensor]
             for n in self.ec_pooled_names:
                 parts.append(_pool_jagged(jts[n], self.combiners[n], B))  # (B, D)
+                produced.append(n)
             for n in self.sequence_names:
                 jt = jts[n]
                 L = self.maxlen[n]
@@ -197,8 +208,9 @@ class SparseArch(nn.Module):
                 lengths[n] = jt.lengths().clamp(max=L)  # (B,)
         if parts:
             flat = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (B, sum D)
-            if not self._identity_perm:
-                flat = flat.index_select(1, self._perm)  # (B, sum D) schema order
+            perm = self._perm_for(tuple(produced), flat.device)
+            if perm is not None:
+                flat = flat.index_select(1, perm)  # (B, sum D) schema order
         else:
             flat = torch.zeros(B, 0, device=features.device())
         pooled = flat.view(B, self.num_pooled, self.uniform_dim) if self.uniform_dim is not None else None  # (B, F, D)

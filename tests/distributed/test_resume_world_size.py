@@ -15,8 +15,6 @@ from tests.distributed.ray_jobs import join_slices, load_then_continue_many, sav
 
 MODELS = ["LogisticRegression", "DeepFM"]
 SAVE_AFTER, TOTAL, BATCH = 3, 6, 16
-ORDER_BUG = pytest.mark.xfail(strict=True, reason="SparseArch assumes the sharded EBC's output key order, which "
-                                                   "depends on the plan (see tests/train/test_export.py)")
 
 
 @pytest.fixture(scope="module", params=[(2, 1), (1, 2)], ids=["2to1", "1to2"])
@@ -51,6 +49,5 @@ def test_resume_on_another_world_size_linear(resumed):
 
 
 @pytest.mark.slow
-@ORDER_BUG
 def test_resume_on_another_world_size_deepfm(resumed):
     _check(resumed, "DeepFM")

@@ -18,7 +18,6 @@ MODELS = ["LogisticRegression", "DeepFM"]
 # SparseArch reads the sharded EBC's pooled output with ``.values()`` in config order, but a sharded EBC returns
 # its keys in plan order (here ['i', 'i2', 'u', 'c', 'tags'] on 2 ranks), so the sharded DeepFM feeds its DNN/FM
 # permuted fields and an unsharded copy of the same weights predicts differently. Fix: dist_ctr/sparse/arch.py.
-ORDER_BUG = pytest.mark.xfail(strict=True, reason="SparseArch assumes the sharded EBC's output key order")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def sharded(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [MODELS[0], pytest.param(MODELS[1], marks=ORDER_BUG)])
+@pytest.mark.parametrize("model", MODELS)
 def test_export_gathers_shards_and_predicts_like_the_sharded_model(sharded, tmp_path, model):
     ref = sharded[model]
     path = export_checkpoint(ref["url"], str(tmp_path / "model.pt"))
