@@ -42,7 +42,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from dist_ctr.launch.ray_train import run_ray_job
 
         result = run_ray_job(job)
-        print(f"[ray] finished: {result}")
+        import json
+
+        print(f"[ray] finished: {json.dumps(result, default=str)}")
         return 0
     world = args.spawn or (job.distributed.world_size if job.distributed.launcher == "spawn" else 1)
     if world > 1:

@@ -67,7 +67,7 @@ class SparseOptimConfig:
 
 @dataclass
 class DenseOptimConfig:
-    name: Literal["adam", "adagrad", "sgd", "adamw"] = "adam"
+    name: Literal["adam", "adagrad", "sgd", "adamw", "rmsprop"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
 

@@ -99,6 +99,8 @@ from dist_ctr.train.job import quiet_torchrec
 DEFAULT_MODELS = ("DeepFM", "WDL", "DCN", "DCNMix", "xDeepFM", "NFM", "AutoInt", "PNN", "AFM", "FiBiNET", "CCPM",
                   "IFM", "DIFM", "AFN", "ONN", "MLR")
 QUICK_MODELS = ("DeepFM", "DCN")
+# DeepCTR-Torch models that take sparse columns only in dnn_feature_columns (support_dense=False in forward).
+SPARSE_ONLY_DNN = ("AFM", "CCPM")
 # ours: <fused sparse optimizer>/<loss reduction>/<table init> (see run_ours); the first is the headline.
 DEFAULT_VARIANTS = ("rowwise_adagrad/mean/peer", "adagrad/mean/peer", "rowwise_adagrad/mean/engine")
 # Criteo (Kaggle display-ads) categorical cardinalities, C1..C26.
@@ -456,18 +458,16 @@ def run_pair(dc: types.ModuleType, name: str, cols: list[Any], cfg: dict[str, An
     B, W, C = args.batch, args.warmup, args.chunk
     sides: list[tuple[str, Any]] = []
     try:
-        try:
-            sides.append(("peer", PeerRunner(dc, name, cols, lr, seed, B)))
-        except ValueError as e:
-            if "DenseFeat is not supported" not in str(e):
-                raise
-            # AFM / CCPM in DeepCTR-Torch take sparse DNN columns only: the dense ones stay in the linear part,
-            # on both sides.
+        if name in SPARSE_ONLY_DNN:
+            # DeepCTR-Torch's AFM / CCPM raise "DenseFeat is not supported in dnn_feature_columns" in forward: the
+            # dense features stay in the linear part only, on both sides.
             sparse_cols = [c for c in cols if isinstance(c, dc.inputs.SparseFeat)]
             sides.append(("peer", PeerRunner(dc, name, cols, lr, seed, B, dnn_cols=sparse_cols)))
             row["peer_dnn_cols"] = sparse_cols
             cfg = {**cfg, "dnn_feature_names": tuple(SPARSE_NAMES)}
             row["note"] = "DNN/interaction columns: sparse only on both sides (the peer rejects DenseFeat there)"
+        else:
+            sides.append(("peer", PeerRunner(dc, name, cols, lr, seed, B)))
     except Exception as e:  # noqa: BLE001 - report and go on
         row["peer_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
     for v in variants:

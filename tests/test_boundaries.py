@@ -16,6 +16,7 @@ FORBIDDEN = {
     "layers": ["torch.distributed", "torchrec.distributed", "ray", "fsspec"],
     "models": ["torch.distributed", "torchrec.distributed", "ray", "fsspec"],
     "train": ["ray"],
+    "compat": ["ray"],
     "distributed": ["ray"],
 }
 RAY_TRAIN_ONLY_IN = "launch"

@@ -143,6 +143,9 @@ def parallelize(
     quiet_torchrec()
     if not dist.is_initialized():
         raise RuntimeError("parallelize needs a process group: call dist_ctr.distributed.init_process_group(env)")
+    if sparse_optim.name == "adam" and env.device.type == "cpu":
+        raise ValueError("optim.sparse.name: 'adam' has no fused CPU kernel in FBGEMM; use rowwise_adagrad, adagrad or "
+                         "sgd on CPU (adam works on CUDA)")
     mark_fused_sparse(task, sparse_optim)
     tables, _ = _table_specs(task)
     plan, sharders = make_plan(task, env, sharding or {}, batch_size, sparse_optim.name)

@@ -60,6 +60,8 @@ def dense_optimizer(params: Iterable[tuple[str, nn.Parameter]], cfg: DenseOptimC
         make = lambda ps: torch.optim.AdamW(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
     elif cfg.name == "adagrad":
         make = lambda ps: torch.optim.Adagrad(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
+    elif cfg.name == "rmsprop":
+        make = lambda ps: torch.optim.RMSprop(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
     elif cfg.name == "sgd":
         make = lambda ps: torch.optim.SGD(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
     else:

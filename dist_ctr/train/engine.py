@@ -223,8 +223,11 @@ class Trainer:
             self.epoch = epoch + 1
             _callback(callbacks, "on_epoch_end", self, epoch, logs)
             if checkpoint_root:
+                finished = not self.stop_training or (total is not None and n_steps >= total)
+                if not finished:
+                    self.epoch = epoch  # stopped mid-epoch (max_steps): keep the loader cursor for an exact resume
                 self.save(checkpoint_root, train_data, storage_options=storage_options, keep=checkpoint_keep,
-                          epoch_done=True)
+                          epoch_done=finished)
             if self.stop_training:
                 break
         _callback(callbacks, "on_train_end", self, history)

@@ -1,5 +1,6 @@
 """2-process sharded training follows the 1-process loss curve (gloo on CPU, real processes).
 
+Models with BatchNorm or active dropout are left out (their statistics / masks are per rank by design).
 One spawn per (world size, sharding) runs every registered model that the tiny schema can feed, a few steps each,
 so the process start-up is paid once. Global batch is equal in both runs (2 x B/2 vs 1 x B).
 """
@@ -28,10 +29,13 @@ def test_two_processes_match_one(sharding):
     one = spawn(run_many, 1, models, cfg, 4, 16)[0]
     two = spawn(run_many, 2, models, cfg, 4, 16)
     assert two[0]["losses"] == two[1]["losses"]  # every rank reports the same global loss
+    bad = []
     for name in models:
         a, b = one["losses"][name], two[0]["losses"][name]
         assert len(a) == 4
-        assert b == pytest.approx(a, rel=2e-4, abs=2e-5), name
+        if b != pytest.approx(a, rel=2e-4, abs=2e-5):
+            bad.append(f"{name}: 1 process {a} vs 2 processes {b}")
+    assert not bad, "\n".join(bad)
     if sharding == "column_wise":
         assert two[0]["column_wise_tables"], "expected at least one table sharded column-wise"
     skipped = sorted(set(MODEL_REGISTRY) - set(models))
