@@ -3,20 +3,13 @@
 Unknown keys, missing required keys and values of the wrong type are errors that name the full key path
 (``train.checkpoint.every_steps``), never silently ignored.
 
->>> from dataclasses import dataclass, field
->>> @dataclass
-... class Inner:
-...     lr: float = 0.1
->>> @dataclass
-... class Outer:
-...     name: str
-...     inner: Inner = field(default_factory=Inner)
->>> from_dict(Outer, {"name": "x", "inner": {"lr": 1}}).inner.lr
-1.0
->>> from_dict(Outer, {"name": "x", "inner": {"lrr": 1}})
+>>> from dist_ctr.config import TrainSection
+>>> from_dict(TrainSection, {"epochs": 2, "checkpoint": {"every_steps": 10}}).checkpoint.every_steps
+10
+>>> from_dict(TrainSection, {"checkpoint": {"every_step": 10}}, "train")
 Traceback (most recent call last):
 ...
-dist_ctr.strict.ConfigError: inner: unknown key 'lrr' (allowed: lr)
+dist_ctr.strict.ConfigError: train.checkpoint: unknown key 'every_step' (allowed: dir, every_steps, keep, resume, storage_options)
 """
 
 from __future__ import annotations
