@@ -34,7 +34,7 @@ def global_batches(schema: FeatureSchema, n: int, batch: int, seed: int = 0) -> 
             vals.append(torch.randint(0, f.vocabulary_size, (int(ln.sum()),), generator=g))
         kjt = KeyedJaggedTensor.from_lengths_sync(schema.sparse_names, torch.cat(vals), torch.cat(lens).int())
         dense = torch.randn(batch, schema.n_dense, generator=g)
-        labels = torch.randint(0, 2, (batch, 1), generator=g).float()
+        labels = torch.randint(0, 2, (batch, max(1, len(schema.labels))), generator=g).float()
         out.append(CTRBatch(dense, kjt, labels))
     return out
 
@@ -56,11 +56,73 @@ def split(b: CTRBatch, rank: int, world: int) -> CTRBatch:
     return CTRBatch(b.dense[lo:hi], kjt, b.labels[lo:hi])
 
 
-def run(env: DistEnv, model_name: str, sharding: dict[str, Any], steps: int, batch: int) -> list[float]:
+def sequence_schema() -> FeatureSchema:
+    from dist_ctr.schema import LabelSpec
+
+    d = 8
+    return FeatureSchema((
+        SparseFeat("user", 30, d), SparseFeat("item_id", 40, d), SparseFeat("cate_id", 9, d),
+        VarLenSparseFeat(SparseFeat("hist_item_id", 40, d, embedding_name="item_id"), maxlen=6),
+        VarLenSparseFeat(SparseFeat("hist_cate_id", 9, d, embedding_name="cate_id"), maxlen=6),
+        DenseFeat("x"),
+    ), (LabelSpec("label"),))
+
+
+def multitask_schema() -> FeatureSchema:
+    from dist_ctr.schema import LabelSpec
+
+    base = tiny_schema()
+    return FeatureSchema(base.features, (LabelSpec("click"), LabelSpec("buy")))
+
+
+SCHEMAS = {"tiny": tiny_schema, "sequence": sequence_schema, "multitask": multitask_schema}
+# Deterministic variants: DIN's Dice keeps per-rank batch statistics; DIEN's in-batch negative sampling draws
+# per rank.
+OVERRIDES: dict[str, dict[str, Any]] = {"DIN": {"att_activation": "sigmoid"}, "DIEN": {"use_negsampling": False}}
+
+
+def model_config(name: str, schema: FeatureSchema) -> Any:
+    import dataclasses
+
+    from dist_ctr.models import MODEL_REGISTRY
+
+    cls = MODEL_REGISTRY[name].cls
+    cfg = cls.example_config(schema) if hasattr(cls, "example_config") else None
+    if name in OVERRIDES:
+        cfg = dataclasses.replace(cfg if cfg is not None else MODEL_REGISTRY[name].config_cls(), **OVERRIDES[name])
+    return cfg
+
+
+def structured_models() -> list[tuple[str, str]]:
+    """(model, schema kind) for sequence and multi-task models without per-rank randomness."""
+    from dist_ctr.models import MODEL_REGISTRY
+
+    out = []
+    for name, entry in sorted(MODEL_REGISTRY.items()):
+        reqs = set(getattr(entry.cls, "schema_requirements", ()))
+        kind = "sequence" if "sequence" in reqs else "multitask" if "multitask" in reqs else None
+        if kind is None:
+            continue
+        schema = SCHEMAS[kind]()
+        try:
+            model = build_model(name, schema, model_config(name, schema))
+        except Exception:  # noqa: BLE001
+            continue
+        if not rank_local_randomness(model):
+            out.append((name, kind))
+    return out
+
+
+def run_structured(env: DistEnv, pairs: list[tuple[str, str]], steps: int, batch: int) -> dict[str, list[float]]:
+    return {name: run(env, name, {"default_types": ["table_wise"]}, steps, batch, kind) for name, kind in pairs}
+
+
+def run(env: DistEnv, model_name: str, sharding: dict[str, Any], steps: int, batch: int,
+        schema_kind: str = "tiny") -> list[float]:
     """Train ``steps`` global batches; returns the global mean loss per step (same on every rank)."""
-    schema = tiny_schema()
+    schema = SCHEMAS[schema_kind]()
     torch.manual_seed(0)
-    model = build_model(model_name, schema, None)
+    model = build_model(model_name, schema, model_config(model_name, schema) if schema_kind != "tiny" else None)
     trainer = Trainer(model, env, sharding=sharding, batch_size=batch // env.world_size, seed=1)
     types: dict[str, list[str]] = {}
     for _module_path, params in trainer.plan.plan.items():

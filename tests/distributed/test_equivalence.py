@@ -11,7 +11,7 @@ import pytest
 
 from dist_ctr.launch.spawn import spawn
 from dist_ctr.models import MODEL_REGISTRY
-from tests.distributed.equivalence_jobs import run_many, tiny_models
+from tests.distributed.equivalence_jobs import run_many, run_structured, structured_models, tiny_models
 
 SHARDINGS = {
     "table_wise": {"default_types": ["table_wise"]},
@@ -40,3 +40,16 @@ def test_two_processes_match_one(sharding):
         assert two[0]["column_wise_tables"], "expected at least one table sharded column-wise"
     skipped = sorted(set(MODEL_REGISTRY) - set(models))
     print("not covered by the tiny schema (see their own tests):", skipped)
+
+
+@pytest.mark.slow
+def test_sequence_and_multitask_models_match_one_process():
+    pairs = structured_models()
+    names = [n for n, _ in pairs]
+    assert {"DIN", "DIEN", "BST", "MMOE", "ESMM"} <= set(names), names
+    one = spawn(run_structured, 1, pairs, 4, 16)[0]
+    two = spawn(run_structured, 2, pairs, 4, 16)
+    assert two[0] == two[1]
+    bad = [f"{n}: {one[n]} vs {two[0][n]}" for n in names
+           if two[0][n] != pytest.approx(one[n], rel=5e-4, abs=5e-5)]
+    assert not bad, "\n".join(bad)
