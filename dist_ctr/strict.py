@@ -105,11 +105,7 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(
-            f"{_join(path, unknown[0]) if path else unknown[0]}: unknown key"
-            if False
-            else f"{path or cls.__name__}: unknown key {unknown[0]!r} (allowed: {', '.join(fields)})"
-        )
+        raise ConfigError(f"{path or cls.__name__}: unknown key {unknown[0]!r} (allowed: {', '.join(fields)})")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name in data:

@@ -17,7 +17,6 @@ Prints a table; asserts nothing. Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import time

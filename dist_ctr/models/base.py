@@ -63,4 +63,5 @@ class CTRModel(nn.Module):
         return out
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+        """Abstract: every registered model returns logits ``(B, T)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")

@@ -113,10 +113,12 @@ class _CrossDeep(CTRModel):
         self.out = PredictionLayer("binary")
 
     def make_cross(self, in_features: int) -> nn.Module:
-        raise NotImplementedError
+        """Abstract hook: the cross network (DCN: CrossNet, DCNMix: CrossNetMix)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement make_cross")
 
     def cross_weights(self) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """Abstract hook: the cross kernels that ``l2_reg_cross`` penalises."""
+        raise NotImplementedError(f"{type(self).__name__} must implement cross_weights")
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         logit = self.linear(dense, sparse)  # (B, 1)

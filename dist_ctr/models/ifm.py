@@ -68,7 +68,8 @@ class _InputAwareFM(FieldModel):
         self.fm = FM()
 
     def factor(self, emb: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+        """Abstract hook: per-field input-aware factors ``(B, F)`` (IFM: FEN, DIFM: dual FEN)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement factor")
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)

@@ -44,10 +44,10 @@ def register_model(name: str, config_cls: type) -> Callable[[M], M]:
     return deco
 
 
-def _coerce(value: Any, field_type: Any) -> Any:
-    # YAML gives lists where configs hold tuples.
+def _coerce(value: Any) -> Any:
+    """YAML gives lists where configs hold tuples."""
     if isinstance(value, list):
-        return tuple(_coerce(v, None) for v in value)
+        return tuple(_coerce(v) for v in value)
     return value
 
 
@@ -68,7 +68,7 @@ def make_config(name: str, config: Mapping[str, Any] | Any | None) -> Any:
     if unknown:
         raise ModelConfigError(f"model {name!r}: unknown config key(s) {unknown}; allowed: {sorted(fields)}")
     try:
-        return entry.config_cls(**{k: _coerce(v, fields[k].type) for k, v in config.items()})
+        return entry.config_cls(**{k: _coerce(v) for k, v in config.items()})
     except (TypeError, ValueError) as e:
         raise ModelConfigError(f"model {name!r}: {e}") from None
 

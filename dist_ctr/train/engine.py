@@ -243,9 +243,8 @@ class Trainer:
         loader_state = None
         if train_data is not None and hasattr(train_data, "state_dict") and not epoch_done:
             loader_state = ckpt.to_jsonable(train_data.state_dict())
-        epoch = self.epoch if epoch_done else self.epoch
         meta = {"epoch_done": epoch_done, **self.meta}
-        return ckpt.save_checkpoint(root, self.global_step, epoch, self.app_state(), loader_state, meta,
+        return ckpt.save_checkpoint(root, self.global_step, self.epoch, self.app_state(), loader_state, meta,
                                     rank=self.env.rank, world_size=self.env.world_size,
                                     storage_options=storage_options, keep=keep)
 

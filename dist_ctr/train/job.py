@@ -7,7 +7,6 @@ knows who started the process.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,6 @@ from dist_ctr.schema import FeatureSchema
 from dist_ctr.strict import to_dict
 from dist_ctr.train import checkpoint as ckpt
 from dist_ctr.train.engine import History, Trainer
-
-log = logging.getLogger("dist_ctr")
 
 
 @dataclass
@@ -134,7 +131,6 @@ def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool =
             if env.is_main and verbose:
                 print(f"[train] resumed from {latest.url} (step {latest.step}, epoch {latest.epoch})", flush=True)
     if env.is_main and verbose:
-        n_params = sum(p.numel() for p in trainer.model.parameters() if not p.is_meta)
         print(f"[train] model {job.model.name} | {len(schema.sparse_features)} sparse, {schema.n_dense} dense "
               f"features | {env.world_size} worker(s) on {env.device.type} | sparse optimizer "
               f"{job.optim.sparse.name} (fused) | dense {job.optim.dense.name}", flush=True)

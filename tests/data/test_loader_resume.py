@@ -13,7 +13,7 @@ import torch
 
 from dist_ctr.data.config import DataConfig
 from dist_ctr.data.loader import build_loader
-from tests.data.conftest import FILE_ROWS, tiny_schema
+from tests.data.conftest import tiny_schema
 
 REPO = Path(__file__).resolve().parents[2]
 
