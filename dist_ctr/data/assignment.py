@@ -18,6 +18,11 @@ Per epoch:
 Everything is a pure function of ``(listing, seed, epoch, world_size)``: each rank computes it alone, no
 communication.
 
+**Segments** describe positions inside an epoch independently of the world size reading it: a
+:class:`Segment` ``(rank, start, stop)`` is rows ``[start, stop)`` of *base stream* ``rank`` (the row stream that
+rank reads under the epoch's base world size, see ``dist_ctr/data/loader.py``). A reading plan is a list of
+segments; :func:`take_rows` cuts rows out of a plan and :func:`split_rows` splits one into balanced parts.
+
 >>> from dist_ctr.data.source import WorkUnit
 >>> units = [WorkUnit(f"f{i}", f"f{i}", 0, 10, 10 * i) for i in range(3)]
 >>> a = ShardAssignment(units, world_size=2, seed=0, shuffle=False)
@@ -27,18 +32,24 @@ communication.
 [('f1', 5, 10), ('f2', 0, 10)]
 >>> a.steps_per_epoch(4, "pad"), a.steps_per_epoch(4, "drop")
 (4, 3)
+>>> plan = [Segment(0, 5, 15), Segment(1, 0, 4)]
+>>> take_rows(plan, 8, 12)
+[Segment(rank=0, start=13, stop=15), Segment(rank=1, start=0, stop=2)]
+>>> parts = split_rows(plan, 3)
+>>> [segment_rows(p) for p in parts], parts[2]
+([4, 5, 5], [Segment(rank=0, start=14, stop=15), Segment(rank=1, start=0, stop=4)])
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from dist_ctr.data.source import WorkUnit
 
-__all__ = ["ShardAssignment", "UnitSlice", "epoch_rng"]
+__all__ = ["ShardAssignment", "UnitSlice", "Segment", "epoch_rng", "segment_rows", "take_rows", "split_rows"]
 
 _ORDER_SALT = 0x5EED_0F_F11E
 
@@ -140,3 +151,57 @@ class ShardAssignment:
         if policy == "drop":
             return min(rows) // batch_size
         raise ValueError(f"unknown tail policy {policy!r}; expected 'pad' or 'drop'")
+
+
+class Segment(NamedTuple):
+    """Rows ``[start, stop)`` of base stream ``rank`` (a rank's permuted row stream under the base world size)."""
+
+    rank: int
+    start: int
+    stop: int
+
+    @property
+    def num_rows(self) -> int:
+        return self.stop - self.start
+
+
+def segment_rows(plan: Sequence[Segment]) -> int:
+    """Rows in a plan (the concatenation of its segments)."""
+    return sum(s.num_rows for s in plan)
+
+
+def _merged(plan: Sequence[Segment]) -> list[Segment]:
+    """Drop empty segments; join a segment to the previous one when it continues it."""
+    out: list[Segment] = []
+    for s in plan:
+        if s.num_rows <= 0:
+            continue
+        if out and out[-1].rank == s.rank and out[-1].stop == s.start:
+            out[-1] = Segment(s.rank, out[-1].start, s.stop)
+        else:
+            out.append(Segment(*s))
+    return out
+
+
+def take_rows(plan: Sequence[Segment], lo: int, hi: int) -> list[Segment]:
+    """Rows ``[lo, hi)`` of the concatenation of ``plan``, as segments (``hi`` is clipped to the plan's rows)."""
+    out: list[Segment] = []
+    pos = 0
+    for s in plan:
+        a, b = pos, pos + s.num_rows
+        pos = b
+        if b <= lo:
+            continue
+        if a >= hi:
+            break
+        out.append(Segment(s.rank, s.start + max(lo, a) - a, s.start + min(hi, b) - a))
+    return _merged(out)
+
+
+def split_rows(plan: Sequence[Segment], parts: int) -> list[list[Segment]]:
+    """Split a plan into ``parts`` contiguous parts by rows: part ``j`` is rows ``[j N // parts, (j+1) N // parts)``
+    of its ``N`` rows (as :meth:`ShardAssignment.rank_bounds`), so parts differ by at most one row."""
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    n = segment_rows(plan)
+    return [take_rows(plan, j * n // parts, (j + 1) * n // parts) for j in range(parts)]

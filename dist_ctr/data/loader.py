@@ -2,7 +2,7 @@
 
 Notation: ``B`` batch size, ``W`` world size, ``S`` steps per epoch (the same on every rank).
 
-How one epoch is read by rank ``r`` (everything is a pure function of listing, seed, epoch, rank, ``W``):
+How one epoch is read (everything is a pure function of listing, seed, epoch and the epoch's *base* world size):
 
 1. :class:`~dist_ctr.data.assignment.ShardAssignment` orders the row groups for the epoch and gives rank ``r``
    its share of rows (ranks differ by at most one row).
@@ -10,14 +10,31 @@ How one epoch is read by rank ``r`` (everything is a pure function of listing, s
    ``shuffle_buffer_rows`` rows (the last window may be smaller). Window ``w`` is read (row groups in parallel
    by ``num_workers`` threads), transformed column-wise, and its rows are visited in the order of a permutation
    drawn from ``(seed, epoch, rank, w)`` (identity without ``shuffle``).
-3. The rank's row stream is the concatenation of the permuted windows; batch ``k`` is rows ``[k B, (k+1) B)`` of
-   that stream. With ``tail_policy="pad"`` the stream is padded to ``S B`` rows with pad rows (``row_ids == -1``,
-   weight 0 in the task); with ``"drop"`` it is cut at ``S B`` rows.
+3. The concatenation of rank ``r``'s permuted windows is **base stream** ``r``. A position in the epoch is a list
+   of :class:`~dist_ctr.data.assignment.Segment` ``(base_rank, start, stop)``: rows ``[start, stop)`` of base
+   stream ``base_rank``. A rank's **reading plan** for the epoch is such a list; normally it is one segment,
+   ``(r, 0, rank_rows)`` under base world size ``W``.
+4. Batch ``k`` is rows ``[k B, (k+1) B)`` of the concatenation of the plan's segments. With
+   ``tail_policy="pad"`` the plan is padded to ``S B`` rows with pad rows (``row_ids == -1``, weight 0 in the
+   task); with ``"drop"`` it is cut at ``S B`` rows. ``S`` is agreed by all ranks: ``ceil(max rows / B)`` (pad) or
+   ``floor(min rows / B)`` (drop) over the ranks' plans.
 
-So the cursor is just ``(epoch, step)``: resuming at step ``k`` re-derives the windows, reads the window holding
-row ``k B``, and continues from there -- exactly the rows not yet consumed, in the same order. A background
-thread prepares up to ``prefetch`` batches (bounded queue); memory is bounded by one window plus the queue,
-whatever the data set's size.
+The cursor (:meth:`ParquetLoader.state_dict`) is ``(epoch, step)`` plus the plan and this rank's **remaining
+segments**: the plan's rows ``[step B, min(S B, plan rows))`` not handed out yet, in base-stream coordinates.
+
+- Same world size (:meth:`~ParquetLoader.load_state_dict`): the plan and step are restored; the next iteration
+  re-derives the windows, reads the window holding row ``step B`` and continues -- exactly the rows not yet
+  consumed, in the same order.
+- Another world size ``W'`` (:meth:`~ParquetLoader.load_global_state`, given every saved rank's cursor): the
+  saved ranks' remaining segments, concatenated in rank order, are split into ``W'`` contiguous parts balanced by
+  rows (parts differ by at most one row); rank ``r'`` keeps part ``r'`` as its plan for the rest of the epoch,
+  whose step counter restarts at 0 (``len(loader)`` is then the steps of that rest). Segments stay in the
+  coordinates of the epoch's base streams, so a second resume in the same epoch (``W -> W' -> W''``) works the
+  same way. The next epoch is a normal one under ``W'``. Under ``"drop"`` the rows a resumed epoch reads are a
+  subset of the rows the uninterrupted epoch would have read: each new rank's part is again cut at ``S' B``.
+
+Reading a segment reads the base rank's windows that overlap it; a background thread prepares up to
+``prefetch`` batches (bounded queue); memory is bounded by one window plus the queue, whatever the data set's size.
 
 ``row_ids`` come from ``row_id_column`` when the data has it, else they are the rows' positions in the source's
 sorted listing; pad rows (and rows of a row group skipped under ``on_bad_file="skip"``) are ``-1``.
@@ -38,12 +55,13 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
-from dist_ctr.data.assignment import ShardAssignment, UnitSlice, epoch_rng
+from dist_ctr.data.assignment import Segment, ShardAssignment, UnitSlice, epoch_rng, segment_rows, split_rows, take_rows
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.data.config import DataConfig
 from dist_ctr.data.errors import BadFileReport, DataError, SchemaMismatchError, StorageAccessError
@@ -54,8 +72,19 @@ from dist_ctr.schema import FeatureSchema
 __all__ = ["ParquetLoader", "CTRDataLoader", "build_loader"]
 
 _WINDOW_SALT = 0x57A7E
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2 added base_world_size, plan, steps, segments; version 1 cursors still load
 _END = object()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A rank's reading plan for one epoch: the rows it reads are the concatenation of ``segments``, in the
+    coordinates of the base streams of ``base_world_size`` ranks; ``steps`` is agreed by all ranks."""
+
+    epoch: int
+    base_world_size: int
+    segments: tuple[Segment, ...]
+    steps: int
 
 
 class _Failure:
@@ -115,66 +144,182 @@ class ParquetLoader:
         self._pin = device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available()
         self._step = 0
         self._resume: Optional[tuple[int, int]] = None
+        self._plan: Optional[_Plan] = None  # set by a resume on another world size; None: the default plan
+        self._assignments: dict[int, ShardAssignment] = {world_size: self.assignment}
 
     # ---- epoch / length -----------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch the next iteration reads (a pending resume for another epoch is dropped)."""
+        """Select the epoch the next iteration reads (a pending resume or plan for another epoch is dropped)."""
         if self._resume is not None and self._resume[0] != epoch:
             self._resume = None
+        if self._plan is not None and self._plan.epoch != epoch:
+            self._plan = None
         self.epoch = epoch
         self._step = 0 if self._resume is None else self._resume[1]
 
     def __len__(self) -> int:
-        """Steps per epoch, equal on all ranks (see ``DataConfig.tail_policy``)."""
+        """Steps of the current epoch, equal on all ranks (see ``DataConfig.tail_policy``).
+
+        After :meth:`load_global_state` (another world size) it is the steps of the rest of the resumed epoch.
+        """
+        if self._plan is not None and self._plan.epoch == self.epoch:
+            return self._plan.steps
         return self.assignment.steps_per_epoch(self.cfg.batch_size, self.cfg.tail_policy)
 
     @property
     def rank_rows(self) -> int:
-        """Rows of the data set this rank reads per epoch (before pad / drop)."""
+        """Rows of the data set this rank reads per (normal) epoch (before pad / drop)."""
         return self.assignment.rank_rows(self.rank)
+
+    def _assignment_for(self, world_size: int) -> ShardAssignment:
+        """The row assignment of the listing under ``world_size`` ranks (base streams of a resumed epoch)."""
+        if world_size not in self._assignments:
+            self._assignments[world_size] = ShardAssignment(self.assignment.units, world_size, self.cfg.num_workers,
+                                                            self.seed, self.cfg.shuffle)
+        return self._assignments[world_size]
+
+    def _current_plan(self) -> _Plan:
+        """The plan of ``self.epoch``: the resumed one if set, else ``(rank, 0, rank_rows)`` under ``W``."""
+        if self._plan is not None and self._plan.epoch == self.epoch:
+            return self._plan
+        return _Plan(self.epoch, self.world_size, (Segment(self.rank, 0, self.rank_rows),), len(self))
 
     # ---- cursor -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The cursor after the last batch handed out: JSON-able, resumable in another process."""
+        """The cursor after the last batch handed out: JSON-able, resumable in another process.
+
+        ``segments`` are this rank's remaining rows of the epoch as ``[base_rank, start, stop]`` of the base
+        streams of ``base_world_size`` ranks; ``plan`` is the rank's whole plan for the epoch (``None`` for the
+        default one) and ``steps`` its step count.
+        """
+        plan = self._current_plan()
+        B = self.cfg.batch_size
+        remaining = take_rows(plan.segments, self._step * B, plan.steps * B)
         return {
             "version": _STATE_VERSION,
             "epoch": int(self.epoch),
             "step": int(self._step),
-            "rows_consumed": int(self._step) * self.cfg.batch_size,
+            "rows_consumed": int(self._step) * B,
             "rank": self.rank,
             "world_size": self.world_size,
             "seed": self.seed,
-            "batch_size": self.cfg.batch_size,
+            "batch_size": B,
             "shuffle": self.cfg.shuffle,
             "shuffle_buffer_rows": self.cfg.shuffle_buffer_rows,
             "tail_policy": self.cfg.tail_policy,
             "fingerprint": self._fingerprint,
+            "base_world_size": int(plan.base_world_size),
+            "plan": None if plan is not self._plan else [[int(v) for v in seg] for seg in plan.segments],
+            "steps": int(plan.steps),
+            "segments": [[int(v) for v in seg] for seg in remaining],
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume: the next iteration yields exactly the batches after ``state['step']`` of ``state['epoch']``.
-
-        Raises ``DataError`` naming the first setting that differs from the one the cursor was saved under.
-        """
+    def _check(self, state: Mapping[str, Any], keys: Sequence[str], who: str) -> None:
+        """Raise ``DataError`` naming the first of ``keys`` that is missing or differs from this loader's."""
         mine = self.state_dict()
-        for key in ("version", "rank", "world_size", "seed", "batch_size", "shuffle", "shuffle_buffer_rows",
-                    "tail_policy", "fingerprint"):
+        if "version" not in state:
+            raise DataError(f"{who} has no 'version'; not a ParquetLoader cursor", file=self.cfg.url)
+        if state["version"] not in (1, _STATE_VERSION):
+            raise DataError(f"cannot resume: {who} has version {state['version']!r}, this loader reads 1 and "
+                            f"{_STATE_VERSION}", file=self.cfg.url)
+        for key in keys:
             if key not in state:
-                raise DataError(f"loader state has no {key!r}; not a ParquetLoader cursor", file=self.cfg.url)
+                raise DataError(f"{who} has no {key!r}; not a ParquetLoader cursor", file=self.cfg.url)
             if state[key] != mine[key]:
                 what = "the data set's listing changed" if key == "fingerprint" else f"{key} differs"
                 raise DataError(f"cannot resume: {what} (saved {state[key]!r}, now {mine[key]!r})", file=self.cfg.url)
-        self.epoch = int(state["epoch"])
+
+    def _segments_of(self, state: Mapping[str, Any], key: str, base_world: int, who: str) -> tuple[Segment, ...]:
+        """``state[key]`` as segments, each checked to lie inside its base stream."""
+        assignment = self._assignment_for(base_world)
+        out = []
+        for seg in state[key]:
+            r, a, b = (int(v) for v in seg)
+            if not (0 <= r < base_world and 0 <= a <= b <= assignment.rank_rows(r)):
+                raise DataError(f"cannot resume: {who} {key} holds {list(seg)!r}, outside the base streams of "
+                                f"{base_world} ranks over this listing", file=self.cfg.url)
+            out.append(Segment(r, a, b))
+        return tuple(out)
+
+    def _remaining_of(self, state: Mapping[str, Any], who: str) -> tuple[int, tuple[Segment, ...]]:
+        """(base world size, remaining segments) of a saved cursor (a version-1 cursor read the default plan)."""
+        if "segments" in state:
+            base = int(state["base_world_size"])
+            return base, self._segments_of(state, "segments", base, who)
+        W, r, B = int(state["world_size"]), int(state["rank"]), int(state["batch_size"])
+        a = self._assignment_for(W)
+        steps = a.steps_per_epoch(B, self.cfg.tail_policy)
+        return W, tuple(take_rows([Segment(r, 0, a.rank_rows(r))], int(state["step"]) * B, steps * B))
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume on the same world size: the next iteration yields exactly the batches after ``state['step']`` of
+        ``state['epoch']`` (of the saved plan when the cursor comes from a resume on another world size).
+
+        Raises ``DataError`` naming the first setting that differs from the one the cursor was saved under.
+        """
+        self._check(state, ("rank", "world_size", "seed", "batch_size", "shuffle", "shuffle_buffer_rows",
+                            "tail_policy", "fingerprint"), "loader state")
+        epoch = int(state["epoch"])
+        self._plan = None
+        if state.get("plan") is not None:
+            base = int(state["base_world_size"])
+            self._plan = _Plan(epoch, base, self._segments_of(state, "plan", base, "loader state"),
+                               int(state["steps"]))
+        self.epoch = epoch
         self._step = int(state["step"])
         self._resume = (self.epoch, self._step)
 
+    def load_global_state(self, states: Sequence[Mapping[str, Any]]) -> None:
+        """Resume mid-epoch from the cursors of a run on another world size: ``states`` holds EVERY saved rank's
+        :meth:`state_dict`, in rank order.
+
+        The saved ranks' remaining segments, concatenated in rank order, are split into ``W`` contiguous parts
+        balanced by rows; this rank reads part ``rank`` as the rest of the saved epoch (step counter from 0,
+        ``len(self)`` its steps), so the new ranks together read every remaining row exactly once (``"drop"``:
+        the rows of each part past its last full batch are not read). The batch size may differ from the saved
+        one (rows, not batches, are resumed); seed, shuffle, ``shuffle_buffer_rows``, ``tail_policy`` and the
+        listing must be the same, else ``DataError`` names the setting.
+        """
+        if not states:
+            raise DataError("cannot resume: no saved loader cursors were given", file=self.cfg.url)
+        n_saved = len(states)
+        base_world, epoch = -1, -1
+        combined: list[Segment] = []
+        for i, state in enumerate(states):
+            who = f"loader cursor of saved rank {i}"
+            if not state:
+                raise DataError(f"cannot resume: saved rank {i} left no loader cursor", file=self.cfg.url)
+            self._check(state, ("seed", "shuffle", "shuffle_buffer_rows", "tail_policy", "fingerprint"), who)
+            if int(state.get("rank", -1)) != i or int(state.get("world_size", -1)) != n_saved:
+                raise DataError(f"cannot resume: {who} says rank {state.get('rank')!r} of world_size "
+                                f"{state.get('world_size')!r}; expected rank {i} of {n_saved} (one cursor per saved "
+                                "rank, rank order)", file=self.cfg.url)
+            base, segments = self._remaining_of(state, who)
+            if i == 0:
+                base_world, epoch = base, int(state["epoch"])
+            elif (base, int(state["epoch"])) != (base_world, epoch):
+                raise DataError(f"cannot resume: {who} is at epoch {state['epoch']} over {base} base streams, rank 0 "
+                                f"at epoch {epoch} over {base_world}", file=self.cfg.url)
+            combined.extend(segments)
+        parts = split_rows(combined, self.world_size)
+        rows = [segment_rows(p) for p in parts]
+        B = self.cfg.batch_size
+        steps = -(-max(rows) // B) if self.cfg.tail_policy == "pad" else min(rows) // B
+        self._plan = _Plan(epoch, base_world, tuple(parts[self.rank]), steps)
+        self.epoch = epoch
+        self._step = 0
+        self._resume = (epoch, 0)
+
     # ---- reading ------------------------------------------------------------------------------------------
-    def windows(self, epoch: int) -> list[list[UnitSlice]]:
-        """This rank's shuffle windows for ``epoch``: consecutive slices of at least ``shuffle_buffer_rows`` rows."""
+    def windows(self, epoch: int, rank: Optional[int] = None, world_size: Optional[int] = None
+                ) -> list[list[UnitSlice]]:
+        """Shuffle windows of ``rank`` (default: this rank) under ``world_size`` ranks (default: ``W``) for
+        ``epoch``: consecutive slices of at least ``shuffle_buffer_rows`` rows."""
+        assignment = self._assignment_for(self.world_size if world_size is None else world_size)
         out: list[list[UnitSlice]] = []
         cur: list[UnitSlice] = []
         rows = 0
-        for s in self.assignment.rank_slices(self.rank, epoch):
+        for s in assignment.rank_slices(self.rank if rank is None else rank, epoch):
             cur.append(s)
             rows += s.num_rows
             if rows >= self.cfg.shuffle_buffer_rows:
@@ -232,31 +377,43 @@ class ParquetLoader:
         out.lists = concat_lists([p.lists for p in parts]) if parts else []
         return out
 
-    def _produce(self, epoch: int, start_step: int) -> Iterator[tuple[int, CTRBatch]]:
-        """Batches ``start_step .. S - 1`` of ``epoch``, each with its step index."""
+    def _pieces(self, epoch: int, base_world: int, segments: Sequence[Segment], pool: Optional[ThreadPoolExecutor]
+                ) -> Iterator[tuple[Columns, Optional[np.ndarray], int, int]]:
+        """The rows of ``segments`` in order, as ``(block, perm, i, j)``: rows ``perm[i:j]`` of a window's block
+        (``block[i:j]`` when ``perm`` is None). One window is held at a time (reused when the next segment starts
+        in it)."""
+        held: Optional[tuple[int, int, Columns, Optional[np.ndarray]]] = None  # (base rank, window, block, perm)
+        for seg in segments:
+            pos = 0
+            for w, win in enumerate(self.windows(epoch, seg.rank, base_world)):
+                n = sum(s.num_rows for s in win)
+                lo, hi = max(seg.start, pos), min(seg.stop, pos + n)
+                if lo < hi:
+                    if held is None or held[:2] != (seg.rank, w):
+                        held = None  # release the previous window before reading the next one
+                        perm = (epoch_rng(self.seed, epoch, seg.rank, w, _WINDOW_SALT).permutation(n)
+                                if self.cfg.shuffle else None)
+                        held = (seg.rank, w, self._read_window(win, pool), perm)
+                    yield held[2], held[3], lo - pos, hi - pos
+                pos += n
+                if pos >= seg.stop:
+                    break
+
+    def _produce(self, plan: _Plan, start_step: int) -> Iterator[tuple[int, CTRBatch]]:
+        """Batches ``start_step .. S - 1`` of a plan, each with its step index."""
         B = self.cfg.batch_size
-        steps = len(self)
+        epoch, steps = plan.epoch, plan.steps
         step = start_step
         if step >= steps:
             return
-        start_row = step * B
+        segments = take_rows(plan.segments, step * B, steps * B)
         pending: list[Columns] = []
         have = 0
         pool = ThreadPoolExecutor(self.cfg.num_workers) if self.cfg.num_workers > 1 else None
         try:
-            pos = 0
-            for w, win in enumerate(self.windows(epoch)):
-                n = sum(s.num_rows for s in win)
-                if pos + n <= start_row:
-                    pos += n
-                    continue
-                block = self._read_window(win, pool)
-                perm = (epoch_rng(self.seed, epoch, self.rank, w, _WINDOW_SALT).permutation(n)
-                        if self.cfg.shuffle else None)
-                i = max(0, start_row - pos)
-                pos += n
-                while i < n:
-                    take = min(B - have, n - i)
+            for block, perm, i, j in self._pieces(epoch, plan.base_world_size, segments, pool):
+                while i < j:
+                    take = min(B - have, j - i)
                     pending.append(block.take(perm[i : i + take]) if perm is not None else block.slice(i, i + take))
                     have += take
                     i += take
@@ -266,7 +423,7 @@ class ParquetLoader:
                         step += 1
                         if step >= steps:
                             return
-            # the rank's rows are exhausted: pad policy fills up to S batches
+            # the plan's rows are exhausted: pad policy fills up to S batches
             while step < steps:
                 if have < B:
                     pending.append(self._pad(B - have))
@@ -286,7 +443,7 @@ class ParquetLoader:
         start = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
         self._resume = None
         self._step = start
-        gen = self._produce(epoch, start)
+        gen = self._produce(self._current_plan(), start)
         if self.cfg.prefetch == 0:
             for step, batch in gen:
                 self._step = step + 1
