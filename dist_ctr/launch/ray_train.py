@@ -21,6 +21,14 @@ the job said ``resume: false`` for its first start). Ray itself gets a small poi
 ``dist_ctr_checkpoint.json``: the DCP URL and step) at the first report after each new committed checkpoint, so
 ``result.checkpoint`` and the Ray dashboard show where the model is; it holds no weights.
 
+Storage: ``distributed.ray.storage_path`` is any fsspec URL (:func:`resolve_storage`). When the job gives
+``train.checkpoint.storage_options`` (an endpoint, keys) and the checkpoints live on the same store (the default
+``<storage_path>/<name>/checkpoints``, or a ``checkpoint.dir`` with the same scheme), Ray's run directory is reached
+with those same options (``PyFileSystem(FSSpecHandler(fsspec filesystem))`` as ``RunConfig.storage_filesystem``),
+so an S3-compatible endpoint, explicit keys or a ``gs://`` emulator work for Ray's files as they do for the data
+and the checkpoints; without options an ``s3://`` / ``gs://`` URL goes to Ray as it is. The options are never
+logged.
+
 Metrics: at logging steps at least ``distributed.ray.report_every`` steps apart every worker calls
 ``ray.train.report`` (a barrier in Ray Train v2) with ``step``, ``epoch``, ``loss`` (this rank's recent step
 loss), ``samples_per_s``; once per epoch the epoch logs; once at the end the eval metrics (``eval/auc``,
@@ -42,32 +50,54 @@ __all__ = ["POINTER_FILE", "RayReportCallback", "resolve_storage", "run_ray_job"
 
 POINTER_FILE = "dist_ctr_checkpoint.json"
 _LOCAL_SCHEMES = ("", "file", "local")
+_PYARROW_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs")  # URLs pyarrow resolves by itself
 
 
-def resolve_storage(url: Optional[str], default_dir: str) -> tuple[str, Any]:
+def resolve_storage(url: Optional[str], default_dir: str,
+                    storage_options: Optional[dict[str, Any]] = None) -> tuple[str, Any]:
     """``(storage_path, storage_filesystem)`` for Ray's ``RunConfig`` from any fsspec URL.
 
-    Local paths become absolute; ``s3://`` / ``gs://`` / ``hdfs://`` go to Ray (pyarrow) as they are; any other
-    fsspec scheme is wrapped in a ``pyarrow.fs.PyFileSystem(FSSpecHandler(...))`` with the path stripped of its
-    scheme.
+    Local paths become absolute. ``s3://`` / ``gs://`` / ``hdfs://`` / ``abfs://`` without ``storage_options`` go to
+    Ray (pyarrow) as they are: pyarrow finds the credentials itself (environment, instance profile). With
+    ``storage_options`` (an endpoint, keys), and for any other fsspec scheme, the fsspec filesystem built from the URL
+    and those options is wrapped in a ``pyarrow.fs.PyFileSystem(FSSpecHandler(...))`` and the path is stripped of
+    its scheme: Ray then reads and writes its run directory exactly as the data and checkpoint code reach the same
+    store (same options, same library). The options are never logged; the filesystem object carries them to the
+    Ray controller and workers.
+
+    Args:
+        url (str | None): ``distributed.ray.storage_path``; None uses ``default_dir``.
+        default_dir (str): where Ray's run directory goes without a URL.
+        storage_options (dict | None): fsspec options for the store of ``url``.
+
+    Returns:
+        tuple[str, pyarrow.fs.FileSystem | None]: the path (a URL when the filesystem is None) and the filesystem.
 
     >>> resolve_storage("s3://bucket/ray", "runs")
     ('s3://bucket/ray', None)
     >>> resolve_storage(None, "/tmp/x")
     ('/tmp/x', None)
+    >>> path, fs = resolve_storage("s3://bucket/ray", "runs", {"endpoint_url": "http://127.0.0.1:9000",
+    ...                                                        "key": "AKID", "secret": "..."})
+    >>> path, fs.type_name
+    ('bucket/ray', "py::fsspec+('s3', 's3a')")
     """
     raw = url or default_dir
-    scheme = raw.split("://", 1)[0] if "://" in raw else ""
+    scheme = _scheme(raw)
     if scheme in _LOCAL_SCHEMES:
         path = raw.split("://", 1)[1] if "://" in raw else raw
         return str(Path(path).expanduser().resolve()), None
-    if scheme in ("s3", "gs", "gcs", "hdfs", "abfs"):
+    if scheme in _PYARROW_SCHEMES and not storage_options:
         return raw, None
     import fsspec
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    fs, path = fsspec.core.url_to_fs(raw)
+    fs, path = fsspec.core.url_to_fs(raw, **(storage_options or {}))
     return path, PyFileSystem(FSSpecHandler(fs))
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else ""
 
 
 class RayReportCallback:
@@ -134,11 +164,12 @@ def report(metrics: dict[str, Any], pointer: Optional[dict[str, Any]] = None) ->
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _default_checkpoint_dir(storage_path: str, storage_fs: Any, name: str) -> Optional[str]:
-    """``<storage>/<name>/checkpoints`` when the workers can reach it by URL (not for wrapped fsspec schemes)."""
-    if storage_fs is not None:
+def _default_checkpoint_dir(storage_url: str, name: str) -> Optional[str]:
+    """``<storage>/<name>/checkpoints``: the workers reach it by URL with ``train.checkpoint.storage_options``.
+    None for ``memory://`` (one process's memory, not shared by the workers)."""
+    if _scheme(storage_url) == "memory":
         return None
-    return f"{storage_path.rstrip('/')}/{name}/checkpoints"
+    return f"{storage_url.rstrip('/')}/{name}/checkpoints"
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -218,11 +249,14 @@ def run_ray_job(job: JobConfig, callbacks_factory: Optional[Callable[[], list[An
             kwargs["address"] = rc.address
         kwargs.setdefault("include_dashboard", False)
         ray.init(**kwargs)
-    storage_path, storage_fs = resolve_storage(rc.storage_path, os.path.join(job.output_dir, "ray"))
-    job = dataclasses.replace(job)
     ck = dataclasses.replace(job.train.checkpoint)
+    storage_url = rc.storage_path or os.path.join(job.output_dir, "ray")
+    # the checkpoint store's options reach Ray's run directory too when both live on the same store
+    same_store = not ck.dir or _scheme(ck.dir) == _scheme(storage_url)
+    storage_path, storage_fs = resolve_storage(storage_url, storage_url, ck.storage_options if same_store else None)
+    job = dataclasses.replace(job)
     if not ck.dir:
-        ck.dir = _default_checkpoint_dir(storage_path, storage_fs, job.name)
+        ck.dir = _default_checkpoint_dir(storage_path if storage_fs is None else storage_url, job.name)
     job.train = dataclasses.replace(job.train, checkpoint=ck)
     resources = dict(rc.resources_per_worker) or None
     trainer = TorchTrainer(
@@ -238,11 +272,19 @@ def run_ray_job(job: JobConfig, callbacks_factory: Optional[Callable[[], list[An
     result = trainer.fit()
     metrics = dict(result.metrics or {})
     summary = json.loads(metrics.get("summary_json", "{}"))
-    summary["ray_checkpoint"] = result.checkpoint.path if result.checkpoint is not None else None
-    summary["storage_path"] = storage_path
+    ray_ck = result.checkpoint
+    summary["ray_checkpoint"] = _as_url(ray_ck.path, storage_fs) if ray_ck is not None else None
+    summary["storage_path"] = _as_url(storage_path, storage_fs)
     summary["name"] = job.name
     _write_summary(job, summary)
     return summary
+
+
+def _as_url(path: str, storage_fs: Any) -> str:
+    """A path on Ray's storage filesystem as a URL (the fsspec scheme put back when the filesystem is wrapped)."""
+    if storage_fs is None:
+        return path
+    return storage_fs.handler.fs.unstrip_protocol(path)
 
 
 def _write_summary(job: JobConfig, summary: dict[str, Any]) -> None:

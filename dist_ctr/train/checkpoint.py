@@ -6,7 +6,7 @@ Layout under a checkpoint root ``ROOT`` (local path, ``file://``, ``s3://``, ``g
         .metadata, __0_0.distcp  torch.distributed.checkpoint (each rank writes its own shards)
         loader/rank_00000.json   each rank's data-loader cursor
         COMMITTED                written by rank 0 after every rank finished: JSON with step, epoch, world size,
-                                 schema, config
+                                 schema, config (every ``storage_options`` emptied: no credentials)
 
 A checkpoint without ``COMMITTED`` is ignored by :func:`latest_checkpoint`, so a crash mid-write leaves the
 previous checkpoint as the one a restart loads. DCP reshards on load: a checkpoint saved by N ranks loads into
@@ -104,13 +104,28 @@ def save_checkpoint(
     _barrier()
     if rank == 0:
         with fs.open(f"{path}/{MARKER}", "w") as f:
-            json.dump({"step": step, "epoch": epoch, "world_size": world_size, **meta}, f)
+            json.dump({"step": step, "epoch": epoch, "world_size": world_size, **_without_storage_options(meta)}, f)
         if keep > 0:
             for old in list_checkpoints(root, storage_options)[:-keep]:
                 ofs, opath = _fs(old.url, storage_options)
                 ofs.rm(opath, recursive=True)
     _barrier()
     return url
+
+
+def _without_storage_options(meta: Any) -> Any:
+    """``meta`` with every ``storage_options`` mapping emptied: credentials never go into a marker (nor into what
+    is exported from it).
+
+    >>> _without_storage_options({"job": {"data": {"storage_options": {"secret": "x"}, "url": "s3://b/d"}}})
+    {'job': {'data': {'storage_options': {}, 'url': 's3://b/d'}}}
+    """
+    if isinstance(meta, dict):
+        return {k: {} if k == "storage_options" and isinstance(v, dict) else _without_storage_options(v)
+                for k, v in meta.items()}
+    if isinstance(meta, (list, tuple)):
+        return [_without_storage_options(v) for v in meta]
+    return meta
 
 
 def load_checkpoint(url: str, app_state: dict[str, Any], storage_options: dict[str, Any] | None = None) -> None:

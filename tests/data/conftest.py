@@ -1,8 +1,8 @@
-"""Fixtures of the data tests: a tiny schema, a tiny Parquet set under ``tmp_path``, a loopback S3 server."""
+"""Fixtures of the data tests: a tiny schema, a tiny Parquet set under ``tmp_path``, a bucket holding it on the
+loopback S3 server (the servers themselves are in :mod:`tests.object_store`)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat
+from tests.object_store import new_bucket, s3_options
 
 
 def tiny_schema(labels: tuple[LabelSpec, ...] = (LabelSpec("label"),)) -> FeatureSchema:
@@ -63,6 +64,29 @@ def write_tiny_set(root: Path, file_rows: tuple[int, ...] = FILE_ROWS, row_group
     return start
 
 
+def loader_batches(schema: FeatureSchema, url: str, storage_options: dict[str, Any], world_size: int = 1,
+                   rank: int = 0) -> list[Any]:
+    """Every batch of one epoch of ``build_loader`` on ``url`` for one rank (fixed seed, 2 reader workers)."""
+    from dist_ctr.data.config import DataConfig
+    from dist_ctr.data.loader import build_loader
+
+    cfg = DataConfig(url=url, storage_options=storage_options, batch_size=16, shuffle_buffer_rows=24, num_workers=2)
+    return list(build_loader(schema, cfg, rank=rank, world_size=world_size, seed=4, epoch=1))
+
+
+def assert_same_batches(remote: list[Any], local: list[Any]) -> None:
+    """Two loader runs gave the same batches: row ids, dense, labels, sparse values and lengths, bit for bit."""
+    import torch
+
+    assert len(remote) == len(local) > 0
+    for a, b in zip(remote, local):
+        assert torch.equal(a.row_ids, b.row_ids)
+        assert torch.equal(a.dense, b.dense)
+        assert torch.equal(a.labels, b.labels)
+        assert torch.equal(a.sparse.values(), b.sparse.values())
+        assert torch.equal(a.sparse.lengths(), b.sparse.lengths())
+
+
 @pytest.fixture
 def schema() -> FeatureSchema:
     return tiny_schema()
@@ -74,53 +98,14 @@ def tiny_set(tmp_path: Path) -> tuple[Path, int]:
     return root, write_tiny_set(root)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-          "AWS_SECURITY_TOKEN": "testing", "AWS_SESSION_TOKEN": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Any:
-    """moto's S3 server on 127.0.0.1 (one per session). Yields ``endpoint_url``; credentials are set only while a
-    test uses :func:`s3_env`."""
-    moto_server = pytest.importorskip("moto.server")
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for k, v in S3_ENV.items():
-        monkeypatch.setenv(k, v)
-
-
-def s3_options(endpoint: str) -> dict[str, Any]:
-    """storage_options for the loopback server: short timeouts, one attempt (errors must not hang)."""
-    return {"endpoint_url": endpoint, "config_kwargs": {"connect_timeout": 2, "read_timeout": 5,
-                                                        "retries": {"max_attempts": 1}},
-            "skip_instance_cache": True}
-
-
 @pytest.fixture
 def s3_bucket(s3_server: str, s3_env: None, tiny_set: tuple[Path, int]) -> tuple[str, str, int]:
     """A fresh bucket holding the tiny set, uploaded with s3fs. Returns (s3 URL, endpoint, rows)."""
-    import uuid
-
     import s3fs
 
     root, rows = tiny_set
     fs = s3fs.S3FileSystem(**s3_options(s3_server))
-    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    bucket = new_bucket()
     fs.mkdir(bucket)
     fs.put(str(root), f"{bucket}/tiny", recursive=True)
     return f"s3://{bucket}/tiny", s3_server, rows

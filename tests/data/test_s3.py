@@ -12,12 +12,8 @@ from dist_ctr.data.config import DataConfig
 from dist_ctr.data.errors import StorageAccessError
 from dist_ctr.data.loader import build_loader
 from dist_ctr.data.source import ParquetSource
-from tests.data.conftest import s3_options
-
-
-def _batches(schema, url, storage_options, world_size=1, rank=0):
-    cfg = DataConfig(url=url, storage_options=storage_options, batch_size=16, shuffle_buffer_rows=24, num_workers=2)
-    return list(build_loader(schema, cfg, rank=rank, world_size=world_size, seed=4, epoch=1))
+from tests.data.conftest import assert_same_batches, loader_batches
+from tests.object_store import s3_options
 
 
 def test_s3_batches_equal_local(schema, tiny_set, s3_bucket):
@@ -28,15 +24,9 @@ def test_s3_batches_equal_local(schema, tiny_set, s3_bucket):
     assert all(u.file.startswith("s3://") for u in src.units())
     assert src.total_rows == rows
     for rank in range(2):
-        remote = _batches(schema, url, opts, world_size=2, rank=rank)
-        local = _batches(schema, str(root), {}, world_size=2, rank=rank)
-        assert len(remote) == len(local) > 0
-        for a, b in zip(remote, local):
-            assert torch.equal(a.row_ids, b.row_ids)
-            assert torch.equal(a.dense, b.dense)
-            assert torch.equal(a.labels, b.labels)
-            assert torch.equal(a.sparse.values(), b.sparse.values())
-            assert torch.equal(a.sparse.lengths(), b.sparse.lengths())
+        remote = loader_batches(schema, url, opts, world_size=2, rank=rank)
+        local = loader_batches(schema, str(root), {}, world_size=2, rank=rank)
+        assert_same_batches(remote, local)
 
 
 def test_s3_resume_cursor_roundtrip(schema, s3_bucket):

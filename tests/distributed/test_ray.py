@@ -1,11 +1,14 @@
-"""Ray Train on CPU (gloo): survival of a killed worker, equivalence with local training, the CLI path.
+"""Ray Train on CPU (gloo): survival of a killed worker, equivalence with local training, the CLI path, storage on
+``s3://``.
 
-Ray starts once for the module; two Ray fits in all (~25 s start-up each plus the restart):
+Ray starts once for the module; three Ray fits in all (~25 s start-up each plus the restart):
 
 1. the fault run (``run_ray_job``): 2 workers, checkpoint every 4 steps, ``max_failures=1``; worker rank 1 SIGKILLs
    itself after step 10 of the first attempt (a marker file makes it once). Each worker appends its step, loss and
    trained row ids to a per-attempt ledger under ``tmp``.
 2. the reference run, uninterrupted, through ``dist-ctr train JOB --ray --num-workers 2`` (``dist_ctr.cli.main``).
+3. a 6-step run with Ray's ``storage_path`` and the DCP checkpoints on ``s3://`` (loopback moto server, endpoint and
+   keys only in ``train.checkpoint.storage_options``).
 
 Then one spawn run of the same job on 1 process for the 1-vs-2 equivalence.
 """
@@ -182,3 +185,48 @@ def test_cli_ray_run_printed_and_wrote_summary(reference_run, job_file):
     assert reference_run["name"] == "ray_ft" and reference_run["checkpoint"]
     assert Path(reference_run["checkpoint"]).parent == job_file / "ck_ref"
     assert len(reference_run["step_losses"]) == reference_run["steps"]
+
+
+S3_STEPS = 6
+S3_SECRET = "ray-s3-secret-never-logged"
+
+
+def test_ray_storage_and_checkpoints_on_s3(ray_runtime, job_file, s3_server):
+    """``storage_path=s3://bucket/ray`` with an endpoint and keys given only as storage options: Ray's run directory,
+    its pointer checkpoint and our committed DCP checkpoints all land in the bucket; the secret is in none of them."""
+    import s3fs
+
+    from dist_ctr.config import load_job
+    from dist_ctr.launch.ray_train import POINTER_FILE, run_ray_job
+    from dist_ctr.train.checkpoint import MARKER, latest_checkpoint
+    from tests.object_store import new_bucket
+
+    opts = {"endpoint_url": s3_server, "key": "AKIDRAYTEST", "secret": S3_SECRET, "skip_instance_cache": True,
+            "config_kwargs": {"connect_timeout": 5, "read_timeout": 30}}
+    fs = s3fs.S3FileSystem(**opts)
+    bucket = new_bucket("ray")
+    fs.mkdir(bucket)
+    job = load_job(job_file / "job.yaml", {
+        "train.checkpoint.dir": None,  # default: <storage_path>/<name>/checkpoints, reached with the same options
+        "train.checkpoint.storage_options": opts, "train.max_steps": S3_STEPS,
+        "distributed.ray.storage_path": f"s3://{bucket}/ray", "distributed.ray.max_failures": 0,
+        "output_dir": str(job_file / "out_s3")})
+    summary = run_ray_job(job)
+
+    run_dir = f"{bucket}/ray/ray_ft"
+    ck_root = f"s3://{run_dir}/checkpoints"
+    assert summary["steps"] == S3_STEPS and summary["storage_path"] == f"s3://{bucket}/ray"  # the final report came
+    latest = latest_checkpoint(ck_root, opts)
+    assert latest is not None and latest.step == S3_STEPS and summary["checkpoint"] == latest.url
+    fs.invalidate_cache()
+    files = fs.find(bucket)
+    assert f"{run_dir}/checkpoints/step_{S3_STEPS:08d}/{MARKER}" in files
+    assert f"{run_dir}/checkpoints/step_00000004/{MARKER}" in files  # every_steps=4
+    ray_files = [f for f in files if f.startswith(f"{run_dir}/") and "/checkpoints/" not in f]
+    assert ray_files, "Ray wrote nothing into its run directory on s3"
+    assert summary["ray_checkpoint"].startswith(f"s3://{run_dir}/")
+    pointer = json.loads(fs.cat_file(f"{summary['ray_checkpoint'][len('s3://'):]}/{POINTER_FILE}"))
+    assert pointer["url"] == latest.url and pointer["step"] == S3_STEPS
+    for f in files:
+        assert S3_SECRET.encode() not in fs.cat_file(f), f
+    assert S3_SECRET not in (job_file / "out_s3" / "ray_ft" / "ray_summary.json").read_text()
