@@ -24,7 +24,7 @@ from torchrec.optim.keyed import CombinedOptimizer
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.optim import combined_optimizer, mark_fused_sparse
-from dist_ctr.sparse.init import table_init
+from dist_ctr.sparse.init import embedding_init_std, table_init
 
 
 def quiet_torchrec() -> None:
@@ -87,10 +87,11 @@ def make_plan(module: nn.Module, env: DistEnv, sharding: dict[str, Any], batch_s
     return plan, sharders
 
 
-def init_embeddings(dmp: nn.Module, tables: list, seed: int) -> None:
+def init_embeddings(dmp: nn.Module, tables: list, seed: int, std: float | None = None) -> None:
     """Write deterministic initial weights into every (sharded) table of ``dmp``, identical across shardings.
 
-    ``tables`` are the TableSpecs taken from the module *before* sharding (DMP swaps the modules in place).
+    ``tables`` are the TableSpecs taken from the module *before* sharding (DMP swaps the modules in place);
+    ``std`` is the model's embedding ``init_std`` (``None``: uniform, see :func:`dist_ctr.sparse.init.table_init`).
     """
     from torch.distributed._shard.sharded_tensor import ShardedTensor
     from torch.distributed.tensor import DTensor
@@ -111,7 +112,7 @@ def init_embeddings(dmp: nn.Module, tables: list, seed: int) -> None:
                 for shard in value.local_shards():
                     r0, c0 = shard.metadata.shard_offsets
                     nr, nc = shard.metadata.shard_sizes
-                    w = table_init(seed, tname, t.num_embeddings, t.embedding_dim, r0, r0 + nr)
+                    w = table_init(seed, tname, t.num_embeddings, t.embedding_dim, r0, r0 + nr, std)
                     shard.tensor.copy_(w[:, c0 : c0 + nc])
             elif isinstance(value, DTensor):
                 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -119,10 +120,10 @@ def init_embeddings(dmp: nn.Module, tables: list, seed: int) -> None:
                 shape, offset = compute_local_shape_and_global_offset(value.shape, value.device_mesh, value.placements)
                 local = value.to_local()
                 if local.numel():
-                    w = table_init(seed, tname, t.num_embeddings, t.embedding_dim, offset[0], offset[0] + shape[0])
+                    w = table_init(seed, tname, t.num_embeddings, t.embedding_dim, offset[0], offset[0] + shape[0], std)
                     local.copy_(w[:, offset[1] : offset[1] + shape[1]])
             else:
-                value.copy_(table_init(seed, tname, t.num_embeddings, t.embedding_dim, 0, t.num_embeddings))
+                value.copy_(table_init(seed, tname, t.num_embeddings, t.embedding_dim, 0, t.num_embeddings, std))
     missing = set(by_name) - written
     if missing:
         raise RuntimeError(f"deterministic init found no weights for tables {sorted(missing)}")
@@ -147,6 +148,7 @@ def parallelize(
                          "sgd on CPU (adam works on CUDA)")
     mark_fused_sparse(task, sparse_optim)
     tables, _ = _table_specs(task)
+    std = embedding_init_std(task)
     plan, sharders = make_plan(task, env, sharding or {}, batch_size, sparse_optim.name)
     dmp = DistributedModelParallel(
         module=task,
@@ -155,6 +157,6 @@ def parallelize(
         plan=plan,
         sharders=sharders,
     )
-    init_embeddings(dmp, tables, seed)
+    init_embeddings(dmp, tables, seed, std)
     optimizer = combined_optimizer(dmp, dense_optim)
     return Parallelized(dmp=dmp, optimizer=optimizer, plan=plan)

@@ -37,6 +37,14 @@ class CTRModel(nn.Module):
         self._losses: dict[str, torch.Tensor] = {}
         self._dense_l2: list[tuple[float, list[torch.Tensor]]] = []
 
+    @property
+    def embedding_init_std(self) -> float | None:
+        """Std of the ``N(0, std ** 2)`` embedding init (the config's DeepCTR ``init_std``); ``None``: uniform.
+
+        Read by :func:`dist_ctr.sparse.init.embedding_init_std` when tables are materialised or sharded.
+        """
+        return getattr(getattr(self, "config", None), "init_std", None)
+
     # ---- extra losses -------------------------------------------------------------------------------------
     def add_loss(self, name: str, value: torch.Tensor) -> None:
         """Record a scalar loss term during ``forward`` (summed into the training loss by ``CTRTask``)."""

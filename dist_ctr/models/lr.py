@@ -20,6 +20,7 @@ __all__ = ["LogisticRegression", "LogisticRegressionConfig"]
 @dataclass(frozen=True)
 class LogisticRegressionConfig:
     l2_reg_linear: float = 1e-5
+    init_std: float = 1e-4  # N(0, init_std) for the linear tables, as DeepCTR's linear part
     linear_feature_names: Optional[tuple[str, ...]] = None
 
 

@@ -39,7 +39,7 @@ from torchrec import (
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
-from dist_ctr.sparse.init import table_init
+from dist_ctr.sparse.init import embedding_init_std, table_init
 
 META = torch.device("meta")
 LINEAR_DIM = 4  # width of the linear (wide) tables; see LinearArch
@@ -277,20 +277,22 @@ def materialize(module: nn.Module, device: torch.device | str = "cpu", seed: int
     """Allocate and initialise the meta-built embedding tables of ``module`` on ``device`` (unsharded use).
 
     Only TorchRec embedding modules are built on ``meta`` (dense layers are ordinary CPU modules). Tables get
-    :func:`dist_ctr.sparse.init.table_init` with ``seed``: the same weights the sharded engine starts from.
+    :func:`dist_ctr.sparse.init.table_init` with ``seed`` and the model's ``init_std`` (see
+    :func:`dist_ctr.sparse.init.embedding_init_std`): the same weights the sharded engine starts from.
     """
     dev = torch.device(device)
+    std = embedding_init_std(module)
     for m in module.modules():
         if isinstance(m, EmbeddingBagCollection) and any(p.is_meta for p in m.parameters()):
             m.to_empty(device=dev)
             with torch.no_grad():
                 for c in m.embedding_bag_configs():
                     m.embedding_bags[c.name].weight.copy_(
-                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings))
+                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings, std))
         elif isinstance(m, EmbeddingCollection) and any(p.is_meta for p in m.parameters()):
             m.to_empty(device=dev)
             with torch.no_grad():
                 for c in m.embedding_configs():
                     m.embeddings[c.name].weight.copy_(
-                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings))
+                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings, std))
     return module.to(dev)
