@@ -79,17 +79,24 @@ SCHEMAS = {"tiny": tiny_schema, "sequence": sequence_schema, "multitask": multit
 # Deterministic variants: DIN's Dice keeps per-rank batch statistics; DIEN's in-batch negative sampling draws
 # per rank.
 OVERRIDES: dict[str, dict[str, Any]] = {"DIN": {"att_activation": "sigmoid"}, "DIEN": {"use_negsampling": False}}
+# Embeddings (and DNN weights) large enough to move the loss from the first step: with DeepCTR's default 1e-4 the
+# outputs of a few steps are ~sigmoid(bias) whatever the tables hold, and a mis-sharded table would go unseen.
+VISIBLE_INIT_STD = 0.1
 
 
-def model_config(name: str, schema: FeatureSchema) -> Any:
+def model_config(name: str, schema: FeatureSchema | None) -> Any:
+    """The config the equivalence runs use: example config (``schema`` given), overrides, visible init."""
     import dataclasses
 
     from dist_ctr.models import MODEL_REGISTRY
 
-    cls = MODEL_REGISTRY[name].cls
-    cfg = cls.example_config(schema) if hasattr(cls, "example_config") else None
+    entry = MODEL_REGISTRY[name]
+    cfg = entry.cls.example_config(schema) if schema is not None and hasattr(entry.cls, "example_config") else None
+    cfg = cfg if cfg is not None else entry.config_cls()
     if name in OVERRIDES:
-        cfg = dataclasses.replace(cfg if cfg is not None else MODEL_REGISTRY[name].config_cls(), **OVERRIDES[name])
+        cfg = dataclasses.replace(cfg, **OVERRIDES[name])
+    if "init_std" in {f.name for f in dataclasses.fields(cfg)}:
+        cfg = dataclasses.replace(cfg, init_std=VISIBLE_INIT_STD)
     return cfg
 
 
@@ -122,7 +129,7 @@ def run(env: DistEnv, model_name: str, sharding: dict[str, Any], steps: int, bat
     """Train ``steps`` global batches; returns the global mean loss per step (same on every rank)."""
     schema = SCHEMAS[schema_kind]()
     torch.manual_seed(0)
-    model = build_model(model_name, schema, model_config(model_name, schema) if schema_kind != "tiny" else None)
+    model = build_model(model_name, schema, model_config(model_name, schema if schema_kind != "tiny" else None))
     trainer = Trainer(model, env, sharding=sharding, batch_size=batch // env.world_size, seed=1)
     types: dict[str, list[str]] = {}
     for _module_path, params in trainer.plan.plan.items():
