@@ -42,6 +42,7 @@ ceiling and how much of it needs interactions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -74,7 +75,7 @@ TABLE_MAX = 1 << 20  # vocabularies up to this size get precomputed weight table
 _BUCKETS = 1 << 16  # inverse-CDF buckets of the Zipf sampler
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _WRITE_CHUNK_ROWS = 262_144  # rows generated at once (a multiple of the row group size near this)
-DICT_MAX_VOCAB = 4096  # categorical columns up to this vocabulary are dictionary-encoded in Parquet
+DICT_MAX_VOCAB = 4096  # hex-string id columns up to this vocabulary are dictionary-encoded in Parquet
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -116,7 +117,9 @@ def exact_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[float] | np
     Returns:
         float: AUC in ``[0, 1]``; ``nan`` when only one class is present.
     """
-    s = np.asarray(scores, dtype=np.float64).ravel()
+    s = np.asarray(scores).ravel()
+    if s.dtype != np.float32:  # float32 scores are ranked as they are (same order and ties, a faster sort)
+        s = s.astype(np.float64)
     y = np.asarray(labels).ravel() > 0.5
     if s.shape != y.shape:
         raise ValueError(f"scores {s.shape} and labels {y.shape} differ in length")
@@ -161,6 +164,10 @@ class _Zipf:
         dt = np.float64 if self.vocab > (1 << 22) else np.float32
         self.lo = xs[:-1].astype(dt)
         self.wd = np.maximum(xs[1:] - xs[:-1], 0.0).astype(dt)
+        # Bucket widths pre-scaled by 2**-16 (the weight of the low 16 bits). Exact: a nonzero width is at least the
+        # float spacing near 1 (~1e-16), so the scaled one is still a normal float, and (f * 2**-16) * wd and
+        # f * (wd * 2**-16) are the same real number, rounded once: the ranks are bit-identical either way.
+        self.wd_scaled = self.wd * dt(2.0**-16)
         self.out_dtype = np.int32 if self.vocab < 2**31 - 1 else np.int64
 
     def _inv_cdf(self, u: np.ndarray) -> np.ndarray:
@@ -188,11 +195,10 @@ class _Zipf:
         The high 16 bits of each draw pick the bucket, the low 16 bits the position inside it.
         """
         halves = np.ascontiguousarray(bits, dtype=np.uint32).view(np.uint16)  # (2N,): low, high, low, high ...
-        k = halves[1::2]
+        k = halves[1::2].astype(np.intp)  # bucket; converted once, not by each gather
         fr = halves[0::2].astype(self.lo.dtype)
-        fr *= self.lo.dtype.type(2.0**-16)
-        fr *= self.wd[k]
-        fr += self.lo[k]
+        fr *= self.wd_scaled.take(k)
+        fr += self.lo.take(k)
         r = fr.astype(self.out_dtype)
         r -= 1
         return r
@@ -246,6 +252,7 @@ class _Cat:
     w_salt: np.uint64
     perm: Optional[np.ndarray] = None
     w_table: Optional[np.ndarray] = None
+    w_by_rank: Optional[np.ndarray] = None  # w_table[perm]: the weight of each rank's id, one gather per draw
 
     def ids_from_ranks(self, ranks: np.ndarray) -> np.ndarray:
         if self.perm is not None:
@@ -254,6 +261,15 @@ class _Cat:
 
     def draw(self, bits: np.ndarray) -> np.ndarray:
         return self.ids_from_ranks(self.zipf.sample(bits))
+
+    def draw_weighted(self, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, weight(ids))`` of fresh draws, both ``(N,)``; tabulated features gather both by rank."""
+        ranks = self.zipf.sample(bits)
+        if self.w_by_rank is None:
+            ids = self.ids_from_ranks(ranks)
+            return ids, self.weight(ids)
+        ranks = ranks.astype(np.intp)  # converted once for both gathers
+        return self.perm.take(ranks), self.w_by_rank.take(ranks)  # type: ignore[union-attr]
 
     def weight(self, ids: np.ndarray) -> np.ndarray:
         if self.w_table is not None:
@@ -400,6 +416,7 @@ class PlantedModel:
             if vocab <= TABLE_MAX:
                 cat.perm = ((np.arange(vocab, dtype=np.int64) * cat.mult + cat.offset) % vocab).astype(np.int32)
                 cat.w_table = _hash_unit(np.arange(vocab), cat.w_salt) * np.float32(cat.w_scale * math.sqrt(3.0))
+                cat.w_by_rank = cat.w_table[cat.perm]
             self.cats[f.name] = cat
 
         # Pairwise effects among single-valued features (history targets excluded).
@@ -494,9 +511,11 @@ class PlantedModel:
             elif isinstance(f, SparseFeat):
                 ids = ids_of.get(f.name)
                 if ids is None:
-                    ids = self.cats[f.name].draw(_u32(rng, n))
+                    ids, w = self.cats[f.name].draw_weighted(_u32(rng, n))
                     ids_of[f.name] = ids
-                z_first += self.cats[f.name].weight(ids)
+                else:  # a history's target, drawn with its history
+                    w = self.cats[f.name].weight(ids)
+                z_first += w
                 cols[f.name] = self._arrow_ids(f, ids, raw_hex) if arrow else ids
             else:  # VarLenSparseFeat
                 if f.name in hist_by_name:
@@ -769,7 +788,6 @@ class _FileJob:
 
 @dataclass
 class _FileResult:
-    bytes: int
     positives: np.ndarray  # (T,)
     kept: int
     z: list[np.ndarray]  # T x (kept,) true logits
@@ -777,14 +795,81 @@ class _FileResult:
     zf: np.ndarray  # (kept,) additive part of task 0's logit
 
 
-def _dictionary_columns(schema: FeatureSchema) -> list[str]:
-    """Columns worth dictionary-encoding: labels, dense counts and small vocabularies (cheaper to write, smaller)."""
-    small = [f.name for f in schema.sparse_features if f.vocabulary_size <= DICT_MAX_VOCAB]
-    return [*schema.label_names, *schema.dense_names, *small]
+class _Encoder:
+    """One background thread encoding chunks to Parquet (pyarrow releases the GIL) while the caller draws the next
+    chunk (NumPy). Tasks run in submission order, at most one queued (bounded memory), across files: a file's last
+    chunk is encoded while the next file's first chunk is drawn. The bytes do not depend on the timing."""
+
+    def __init__(self) -> None:
+        self._ex = ThreadPoolExecutor(1, thread_name_prefix="synth-write")
+        self._pending: Optional[Future] = None
+
+    def submit(self, writer: pq.ParquetWriter, table: pa.Table, row_group_rows: int, close: Any = None) -> None:
+        """Encode ``table`` with ``writer``; then, when ``close`` (the file) is given, close the writer and it."""
+        self.wait()
+        self._pending = self._ex.submit(_encode, writer, table, row_group_rows, close)
+
+    def wait(self) -> None:
+        """Wait for the queued task; raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def shutdown(self) -> None:
+        """Stop the thread after the queued task (its error, if any, is dropped: call :meth:`wait` first)."""
+        self._ex.shutdown(wait=True)
 
 
-def _write_file(job: _FileJob, common: dict[str, Any]) -> _FileResult:
-    """Write one Parquet file, generating ``chunk`` rows at a time (bounded memory)."""
+def _encode(writer: pq.ParquetWriter, table: pa.Table, row_group_rows: int, close: Any = None) -> None:
+    try:
+        writer.write_table(table, row_group_size=row_group_rows)
+    finally:
+        if close is not None:
+            try:
+                writer.close()
+            finally:
+                close.close()
+
+
+def _column_path(f: SparseFeat | VarLenSparseFeat) -> str:
+    """The Parquet leaf column of a feature (a list column's values are ``name.list.element``)."""
+    return f"{f.name}.list.element" if isinstance(f, VarLenSparseFeat) else f.name
+
+
+def _column_encodings(schema: FeatureSchema, raw_hex: bool) -> tuple[list[str], dict[str, str]]:
+    """Parquet encodings: (columns to dictionary-encode, ``column_encoding`` of the others).
+
+    Integer columns (row id, dense counts, ids, list values) use ``DELTA_BINARY_PACKED``: measured on
+    criteo-kaggle chunks it takes about 30% less CPU to write than dictionary / plain encoding, the file is ~10%
+    smaller and reads as fast or faster. Labels are dictionary-encoded (a few distinct values); hex-string ids
+    (``raw_hex``) are dictionary-encoded when their vocabulary is small, plain otherwise.
+    """
+    dictionary = list(schema.label_names)
+    delta = {ROW_ID: "DELTA_BINARY_PACKED"}
+    delta.update({name: "DELTA_BINARY_PACKED" for name in schema.dense_names})
+    for f in schema.sparse_features:
+        if raw_hex and f.use_hash:
+            if f.vocabulary_size <= DICT_MAX_VOCAB:
+                dictionary.append(_column_path(f))
+        else:
+            delta[_column_path(f)] = "DELTA_BINARY_PACKED"
+    return dictionary, delta
+
+
+def _write_file(job: _FileJob, common: dict[str, Any], encoder: Optional[_Encoder] = None) -> _FileResult:
+    """Write one Parquet file, generating ``chunk`` rows at a time (bounded memory).
+
+    With ``encoder`` the file's last chunk may still be encoding on return (the caller waits for ``encoder``);
+    without, a private one is used and the file is complete on return.
+    """
+    if encoder is None:
+        encoder = _Encoder()
+        try:
+            result = _write_file(job, common, encoder)
+            encoder.wait()
+            return result
+        finally:
+            encoder.shutdown()
     model: PlantedModel = common["model"]
     fs = common["fs"]
     T = len(model.schema.labels)
@@ -795,20 +880,18 @@ def _write_file(job: _FileJob, common: dict[str, Any]) -> _FileResult:
     ys: list[list[np.ndarray]] = [[] for _ in range(T)]
     zfs: list[np.ndarray] = []
     kept = done = 0
-    # Encoding chunk i (pyarrow, GIL released) overlaps with drawing chunk i + 1 (NumPy) on a writer thread;
-    # chunks are written in order, so the bytes do not depend on the timing.
-    with fs.open(job.path, "wb") as fh, ThreadPoolExecutor(1, thread_name_prefix="synth-write") as ex:
-        writer: Optional[pq.ParquetWriter] = None
-        pending: Optional[Future] = None
+    dictionary, encodings = _column_encodings(model.schema, common["raw_hex"])
+    fh = fs.open(job.path, "wb")
+    writer: Optional[pq.ParquetWriter] = None
+    try:
         while done < job.rows:
             m = min(common["chunk"], job.rows - done)
             tab, z, zf = model.sample(rng, m, row_id_start=job.first_row_id + done, raw_hex=common["raw_hex"])
             if writer is None:
                 writer = pq.ParquetWriter(fh, tab.schema, compression=common["compression"], write_statistics=[ROW_ID],
-                                          use_dictionary=_dictionary_columns(model.schema))
-            if pending is not None:
-                pending.result()
-            pending = ex.submit(writer.write_table, tab, row_group_size=common["row_group_rows"])
+                                          use_dictionary=dictionary, column_encoding=encodings)
+            last = done + m >= job.rows
+            encoder.submit(writer, tab, common["row_group_rows"], close=fh if last else None)
             k = min(m, job.auc_keep - kept)
             for t in range(T):
                 y = tab.column(1 + t).to_numpy()
@@ -820,13 +903,31 @@ def _write_file(job: _FileJob, common: dict[str, Any]) -> _FileResult:
                 zfs.append(zf[:k].copy())
                 kept += k
             done += m
-        if pending is not None:
-            pending.result()
-        assert writer is not None
-        writer.close()
+    except BaseException:  # abandon the file; the error being raised matters more than any error closing it
+        with contextlib.suppress(Exception):
+            encoder.wait()
+        with contextlib.suppress(Exception):
+            if writer is not None:
+                writer.close()
+        fh.close()
+        raise
     cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)  # noqa: E731
-    return _FileResult(int(fs.size(job.path)), pos, kept, [cat(z, np.float32) for z in zs],
-                       [cat(y, np.int8) for y in ys], cat(zfs, np.float32))
+    return _FileResult(pos, kept, [cat(z, np.float32) for z in zs], [cat(y, np.int8) for y in ys],
+                       cat(zfs, np.float32))
+
+
+def _aucs(schema: FeatureSchema, results: Sequence[_FileResult]) -> tuple[list[Optional[float]], float, Optional[float]]:
+    """(Bayes AUC per task (None for regression), AUC of task 0's additive part, label correlation of tasks 0 and 1)
+    on the rows the files kept."""
+    T = len(schema.labels)
+    ys = [np.concatenate([r.y[t] for r in results]) for t in range(T)]
+    aucs: list[Optional[float]] = []
+    for t, lab in enumerate(schema.labels):
+        aucs.append(exact_auc(np.concatenate([r.z[t] for r in results]), ys[t]) if lab.task == "binary" else None)
+    zf = np.concatenate([r.zf for r in results])
+    first_auc = exact_auc(zf, ys[0]) if schema.labels[0].task == "binary" else float("nan")
+    corr = float(np.corrcoef(ys[0].astype(np.float64), ys[1].astype(np.float64))[0, 1]) if T > 1 else None
+    return aucs, first_auc, corr
 
 
 def generate(out_url: str, schema: FeatureSchema | str = "criteo-kaggle", rows: int = 100_000, shards: int = 1,
@@ -896,7 +997,6 @@ def generate(out_url: str, schema: FeatureSchema | str = "criteo-kaggle", rows: 
         fh.write(_written_schema(sch, raw_hex).to_yaml())
 
     chunk = max(row_group_rows, (_WRITE_CHUNK_ROWS // row_group_rows) * row_group_rows)
-    T = len(sch.labels)
     jobs: list[_FileJob] = []
     first_id, before = row_id_start, 0
     for i, (rel, n_rows) in enumerate(layout):
@@ -915,24 +1015,22 @@ def generate(out_url: str, schema: FeatureSchema | str = "criteo-kaggle", rows: 
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
             results = list(pool.map(_write_file, jobs, [common] * len(jobs)))
+        aucs, first_auc, corr = _aucs(sch, results)
     else:
-        results = [_write_file(j, common) for j in jobs]
-    total_bytes = sum(r.bytes for r in results)
+        encoder = _Encoder()
+        try:
+            results = [_write_file(j, common, encoder) for j in jobs]
+            aucs, first_auc, corr = _aucs(sch, results)  # while the last chunk is encoded
+            encoder.wait()
+        finally:
+            encoder.shutdown()
+    sizes = [int(fs.size(j.path)) for j in jobs]
+    total_bytes = sum(sizes)
     pos = np.sum([r.positives for r in results], axis=0)
     kept = sum(r.kept for r in results)
-    auc_z = [[r.z[t] for r in results] for t in range(T)]
-    auc_y = [[r.y[t] for r in results] for t in range(T)]
-    auc_zf = [r.zf for r in results]
     if verbose:
-        for j, r in zip(jobs, results):
-            print(f"[synth] {j.path}: {j.rows:,} rows, {r.bytes / 1e6:.1f} MB", flush=True)
-
-    aucs: list[Optional[float]] = []
-    ys = [np.concatenate(a) for a in auc_y]
-    for t, lab in enumerate(sch.labels):
-        aucs.append(exact_auc(np.concatenate(auc_z[t]), ys[t]) if lab.task == "binary" else None)
-    first_auc = exact_auc(np.concatenate(auc_zf), ys[0]) if sch.labels[0].task == "binary" else float("nan")
-    corr = float(np.corrcoef(ys[0].astype(np.float64), ys[1].astype(np.float64))[0, 1]) if T > 1 else None
+        for j, size in zip(jobs, sizes):
+            print(f"[synth] {j.path}: {j.rows:,} rows, {size / 1e6:.1f} MB", flush=True)
     dt = time.perf_counter() - t0
     rep = SynthReport(out_url=out_url, rows=rows, files=[rel for rel, _ in layout], bytes=int(total_bytes),
                       seconds=dt, rows_per_s=rows / max(dt, 1e-9), positive_rate=[float(p / rows) for p in pos],

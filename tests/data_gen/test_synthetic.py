@@ -94,6 +94,45 @@ def test_row_ids_unique_shard_and_row_group_counts(tmp_path):
     assert rep.rows == 10_001 and rep.bytes == sum(f.stat().st_size for f in files)
 
 
+def test_chunks_pipelined_across_files_and_processes_give_the_same_bytes(tmp_path, monkeypatch):
+    """Several chunks per file (the last one partial) encoded on the writer thread while the next is drawn, across
+    files: the bytes equal those written by two worker processes, and rows / row groups are in order."""
+    import dist_ctr.data.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "_WRITE_CHUNK_ROWS", 1000)
+    kw = dict(rows=10_500, shards=3, row_group_rows=500, seed=2)
+    one = generate(str(tmp_path / "one"), SMALL, **kw)
+    two = generate(str(tmp_path / "two"), SMALL, workers=2, **kw)
+    f1, f2 = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert [f.read_bytes() for f in f1] == [f.read_bytes() for f in f2]
+    assert one.bytes == two.bytes == sum(f.stat().st_size for f in f1)
+    assert (one.bayes_auc, one.positive_rate) == (two.bayes_auc, two.positive_rate)
+    ids = np.concatenate([pq.read_table(f, columns=["row_id"]).column(0).to_numpy() for f in f1])
+    assert np.array_equal(ids, np.arange(10_500))
+    assert [pq.ParquetFile(f).metadata.num_row_groups for f in f1] == [7, 7, 7]
+
+
+def test_an_encoding_error_is_raised_and_the_writer_thread_stops(tmp_path, monkeypatch):
+    import threading
+
+    import dist_ctr.data.synthetic as synthetic
+
+    calls = []
+
+    def failing(writer, table, row_group_rows, close=None):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full (test)")
+        synthetic_encode(writer, table, row_group_rows, close)
+
+    synthetic_encode = synthetic._encode
+    monkeypatch.setattr(synthetic, "_WRITE_CHUNK_ROWS", 1000)
+    monkeypatch.setattr(synthetic, "_encode", failing)
+    with pytest.raises(OSError, match="disk full"):
+        generate(str(tmp_path), SMALL, rows=6000, shards=2, row_group_rows=1000)
+    assert not [t for t in threading.enumerate() if t.name.startswith("synth-write")]
+
+
 def test_partitions_are_hive_directories(tmp_path):
     generate(str(tmp_path), SMALL, rows=4000, shards=2, seed=0, partitions=["2026-11-20", "2026-11-21", "region=eu"])
     dirs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
