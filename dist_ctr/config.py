@@ -115,6 +115,7 @@ class DistributedSection:
     world_size: int = 1
     launcher: Literal["local", "spawn", "ray"] = "local"
     sharding: dict[str, Any] = field(default_factory=dict)
+    pipeline: Literal["auto", "sparse_dist", "none"] = "auto"
     ray: RaySection = field(default_factory=RaySection)
 
 

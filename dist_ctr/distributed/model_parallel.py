@@ -6,7 +6,8 @@
 4. deterministic embedding init, identical whatever the sharding (so 1 and N workers start from the same model);
 5. the combined (fused sparse + dense) optimizer.
 
-The train loop (``train/engine.py``) is a plain loop on CPU; ``TrainPipelineSparseDist`` is used on CUDA.
+The training loop comes after, in ``train/engine.py``: TorchRec's ``TrainPipelineSparseDist`` on CUDA (and on
+request on CPU, where tests check it against the plain loop), the plain loop otherwise.
 """
 
 from __future__ import annotations

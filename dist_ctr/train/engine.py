@@ -5,6 +5,18 @@
 offer ``set_epoch(e)``, ``__len__``, ``state_dict()`` / ``load_state_dict()`` (the Parquet loader does); plain
 lists of batches work too (the compat facade uses them).
 
+Training steps run in one of two loops, chosen by ``pipeline``:
+
+- ``"none"``: the plain loop, one batch at a time (``train_step``): move, forward, backward (the fused sparse
+  optimizer updates the embeddings inside backward), dense optimizer step.
+- ``"sparse_dist"``: TorchRec's ``TrainPipelineSparseDist``, which copies batch ``i + 2`` to the device and starts
+  batch ``i + 1``'s embedding input distribution (the all-to-all of ids) while batch ``i`` trains; on CUDA the
+  copies and collectives run on their own streams. Same maths, same order of updates: losses equal the plain
+  loop's. The loader is read up to two batches ahead, so the cursor saved with a checkpoint is the one recorded
+  when the last *trained* batch was read (exact resume either way).
+- ``"auto"`` (default): ``"sparse_dist"`` on CUDA when the model is pipelineable (``CTRTask.pipelineable``),
+  else ``"none"``.
+
 Callbacks are objects with any of ``on_train_begin(trainer)``, ``on_epoch_begin(trainer, epoch)``,
 ``on_batch_end(trainer, step, logs)``, ``on_epoch_end(trainer, epoch, logs)``, ``on_train_end(trainer, logs)``;
 setting ``trainer.stop_training = True`` ends training after the current step.
@@ -14,8 +26,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -47,6 +60,31 @@ class History:
             self.history.setdefault(k, []).append(v)
 
 
+PIPELINES = ("auto", "sparse_dist", "none")
+
+
+class _CursorTrackedBatches:
+    """Iterator over ``data`` that records each batch it hands out with the loader cursor right after it.
+
+    The sparse-dist pipeline reads ahead; ``read.popleft()`` is ``(batch, cursor)`` of the next batch to finish
+    training, in order.
+    """
+
+    def __init__(self, data: Iterable[CTRBatch]) -> None:
+        self._it = iter(data)
+        self._data = data
+        self._tracks = hasattr(data, "state_dict")
+        self.read: deque[tuple[CTRBatch, Optional[dict[str, Any]]]] = deque()
+
+    def __iter__(self) -> "_CursorTrackedBatches":
+        return self
+
+    def __next__(self) -> CTRBatch:
+        batch = next(self._it)
+        self.read.append((batch, self._data.state_dict() if self._tracks else None))  # type: ignore[attr-defined]
+        return batch
+
+
 def _callback(callbacks: Sequence[Any], name: str, *args: Any) -> None:
     for cb in callbacks:
         fn = getattr(cb, name, None)
@@ -67,6 +105,7 @@ class Trainer:
         seed (int): embedding init seed (identical init whatever the sharding).
         task_names (Sequence[str] | None): names for per-task metrics.
         loss_weights (Sequence[float] | None): per-task loss weights.
+        pipeline (str): training loop, ``"auto"`` | ``"sparse_dist"`` | ``"none"`` (see the module docstring).
     """
 
     def __init__(
@@ -81,7 +120,10 @@ class Trainer:
         seed: int = 0,
         task_names: Sequence[str] | None = None,
         loss_weights: Sequence[float] | None = None,
+        pipeline: str = "auto",
     ) -> None:
+        if pipeline not in PIPELINES:
+            raise ValueError(f"distributed.pipeline: unknown pipeline {pipeline!r}; expected one of {list(PIPELINES)}")
         schema = getattr(model, "schema", None)
         if task_types is None:
             task_types = schema.task_types if schema is not None and schema.labels else ["binary"]
@@ -101,10 +143,20 @@ class Trainer:
         self.epoch = 0
         self.stop_training = False
         self.meta: dict[str, Any] = {}
+        if pipeline == "sparse_dist" and not self.task.pipelineable:
+            raise ValueError(f"distributed.pipeline: {type(model).__name__} is not pipelineable (it feeds its "
+                             "embedding modules something other than the batch's ids); use 'auto' or 'none'")
+        self.pipeline = (pipeline if pipeline != "auto" else
+                         "sparse_dist" if env.device.type == "cuda" and self.task.pipelineable else "none")
+        self._pipe: Any = None  # the TrainPipelineSparseDist of the running epoch
+        self._cursor: Optional[dict[str, Any]] = None  # loader cursor after the last trained batch (pipelined)
+        self.last_batch: Optional[CTRBatch] = None  # the batch ``fit`` trained last (for callbacks: ledgers, debugging)
+        self.pipelined_modules: Optional[int] = None  # sharded modules the sparse-dist pipeline took over
 
     # ---- steps --------------------------------------------------------------------------------------------
     def train_step(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step. Returns (loss, logits) detached."""
+        """One step of the plain loop. Returns (loss, logits) detached."""
+        self._detach_pipeline()
         self.dmp.train()
         batch = batch.to(self.env.device, non_blocking=True)
         loss, (loss_d, logits, _labels, _w) = self.dmp(batch)
@@ -114,8 +166,43 @@ class Trainer:
         self.global_step += 1
         return loss_d, logits
 
+    def _detach_pipeline(self) -> None:
+        """Give the sharded modules their own forwards back (the pipeline re-attaches on its next step)."""
+        if self._pipe is not None:
+            self._pipe.detach()
+
+    def _plain_steps(self, data: Iterable[CTRBatch]) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(rows, loss)`` per trained batch of the plain loop."""
+        for batch in data:
+            loss, _ = self.train_step(batch)
+            self.last_batch = batch
+            yield batch.batch_size, loss
+
+    def _pipelined_steps(self, data: Iterable[CTRBatch]) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(rows, loss)`` per trained batch of ``TrainPipelineSparseDist``; one pipeline per epoch."""
+        from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+        self.dmp.train()
+        batches = _CursorTrackedBatches(data)
+        self._pipe = TrainPipelineSparseDist(self.dmp, self.optimizer, self.env.device)
+        try:
+            while True:
+                try:
+                    loss_d, _logits, labels, _w = self._pipe.progress(batches)
+                except StopIteration:
+                    return
+                if self.pipelined_modules is None:  # after the first step the model has been rewritten
+                    self.pipelined_modules = len(getattr(self._pipe, "_pipelined_modules", ()))
+                self.last_batch, self._cursor = batches.read.popleft()
+                self.global_step += 1
+                yield labels.shape[0], loss_d
+        finally:
+            self._pipe.detach()
+            self._pipe = None
+
     @torch.no_grad()
     def _forward_eval(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self._detach_pipeline()
         batch = batch.to(self.env.device, non_blocking=True)
         _loss, (_l, logits, labels, weights) = self.dmp(batch)
         return self.task.predict_proba(logits), labels, weights
@@ -180,11 +267,12 @@ class Trainer:
             loss_sum = torch.zeros((), dtype=torch.float64)
             n_steps, n_rows = 0, 0
             t0 = time.perf_counter()
-            for batch in train_data:
-                loss, _ = self.train_step(batch)
+            self._cursor = None
+            steps = self._pipelined_steps(train_data) if self.pipeline == "sparse_dist" else self._plain_steps(train_data)
+            for rows, loss in steps:
                 loss_sum += loss.double().cpu()  # host sync (cheap on CPU; once per step)
                 n_steps += 1
-                n_rows += batch.batch_size
+                n_rows += rows
                 if log_every and self.global_step % log_every == 0:
                     lv = float(loss)  # host sync
                     if not math.isfinite(lv):
@@ -206,6 +294,7 @@ class Trainer:
                 if self.stop_training or (max_steps and self.global_step >= max_steps):
                     self.stop_training = True
                     break
+            steps.close()  # a pipelined epoch stopped early drops its read-ahead batches (the cursor excludes them)
             elapsed = time.perf_counter() - t0
             if bar is not None:
                 bar.close()
@@ -242,7 +331,8 @@ class Trainer:
         """Collective checkpoint of model, optimizers, loader cursor, step and epoch."""
         loader_state = None
         if train_data is not None and hasattr(train_data, "state_dict") and not epoch_done:
-            loader_state = ckpt.to_jsonable(train_data.state_dict())
+            cursor = self._cursor if self._cursor is not None else train_data.state_dict()
+            loader_state = ckpt.to_jsonable(cursor)
         meta = {"epoch_done": epoch_done, **self.meta}
         return ckpt.save_checkpoint(root, self.global_step, self.epoch, self.app_state(), loader_state, meta,
                                     rank=self.env.rank, world_size=self.env.world_size,

@@ -7,6 +7,14 @@ pipelines expect. Per task: BCE-with-logits for "binary", MSE for "regression", 
 batch that count (rows padded by the loader carry ``row_ids == -1`` and weigh 0); the task losses are combined
 with ``loss_weights`` and the model's extra losses (``CTRModel.pop_losses``: DIEN's auxiliary loss, L2 terms).
 
+Under TorchRec's ``TrainPipelineSparseDist`` (see ``train/engine.py``) the pipeline FX-traces this module once
+to find the input of every sharded embedding module, so that it can start the next batch's input distribution
+while this batch trains. Model code (Python control flow over configs and key bookkeeping) is not symbolically
+traceable, and need not be: while tracing, ``forward`` states the one fact the pipeline needs -- every sharded
+embedding module of the model reads the batch's ``KeyedJaggedTensor`` as it is (``batch.sparse``; a module
+selects its own keys). A model that feeds a sharded module anything else, or calls one twice in a step, sets
+the class attribute ``pipelineable = False`` and trains in the plain loop.
+
 Models whose output column is already a probability (ESMM's CTCVR = pCTR * pCVR) say so with a class attribute
 ``output_kind`` (a tuple of "logit" / "probability" per task); those columns use BCE on probabilities.
 
@@ -31,6 +39,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from dist_ctr.data.batch import CTRBatch
 
@@ -76,7 +85,20 @@ class CTRTask(nn.Module):
             losses.append((lt * weights).sum() / denom)
         return torch.stack(losses)  # (T,)
 
+    @property
+    def pipelineable(self) -> bool:
+        """Whether ``TrainPipelineSparseDist`` may run this task (see the module docstring)."""
+        return bool(getattr(self.model, "pipelineable", True))
+
+    def _trace_sparse_inputs(self, batch: CTRBatch) -> tuple:
+        """Tracing-time forward: every sharded embedding module applied to ``batch.sparse``."""
+        from torchrec.distributed.types import ShardedModule
+
+        return tuple(m(batch.sparse) for m in self.model.modules() if isinstance(m, ShardedModule))
+
     def forward(self, batch: CTRBatch):
+        if is_fx_symbolic_tracing():
+            return self._trace_sparse_inputs(batch)
         logits = self.model(batch.dense, batch.sparse)  # (B, T)
         labels = batch.labels
         if logits.shape != labels.shape:

@@ -158,9 +158,9 @@ def evaluate_job(env: DistEnv, model_name: str, train_steps: int, batch: int) ->
 class LedgerCallback:
     """Test callback for Ray workers: per (attempt, rank) JSON lines with step, loss and the row ids trained.
 
-    Row ids are caught by wrapping ``trainer.train_step`` on ``on_train_begin`` (the engine's callbacks do not see
-    batches). With ``kill_rank``/``kill_step`` set, that rank SIGKILLs itself after logging ``kill_step`` on the
-    first attempt only (a marker file under ``out_dir`` says the kill happened).
+    Row ids come from ``trainer.last_batch`` (the batch just trained, in either training loop); the job logs every
+    step (``log_every=1``). With ``kill_rank``/``kill_step`` set, that rank SIGKILLs itself after logging
+    ``kill_step`` on the first attempt only (a marker file under ``out_dir`` says the kill happened).
     """
 
     def __init__(self, out_dir: str, kill_rank: int = -1, kill_step: int = -1) -> None:
@@ -179,20 +179,13 @@ class LedgerCallback:
         self.path.touch()
         (out / f"pid_attempt{attempt}_rank{rank}").write_text(str(os.getpid()))
         self.attempt = attempt
-        self._pending: list[int] = []
-        inner = trainer.train_step
-
-        def train_step(batch: CTRBatch):
-            ids = batch.row_ids
-            self._pending = [] if ids is None else [int(i) for i in ids.tolist() if i >= 0]  # host sync
-            return inner(batch)
-
-        trainer.train_step = train_step  # type: ignore[method-assign]
         self.start_step = trainer.global_step
 
     def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
+        ids = trainer.last_batch.row_ids if trainer.last_batch is not None else None
+        rows = [] if ids is None else [int(i) for i in ids.tolist() if i >= 0]  # host sync
         with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, "loss": logs["loss"], "rows": self._pending}) + "\n")
+            f.write(json.dumps({"step": step, "loss": logs["loss"], "rows": rows}) + "\n")
         marker = Path(self.out_dir) / "KILLED"
         if trainer.env.rank == self.kill_rank and step == self.kill_step and not marker.exists():
             marker.write_text(str(os.getpid()))

@@ -23,9 +23,10 @@ DATA_SEED = 7
 
 
 def fit_parquet(env: DistEnv, data_dir: str, ck_root: str, ledger_dir: str, batch: int, max_steps: int,
-                resume: bool) -> dict[str, Any]:
+                resume: bool, pipeline: str = "none") -> dict[str, Any]:
     """Train one epoch of ``data_dir`` (stopping after ``max_steps`` global steps when > 0), checkpointing under
     ``ck_root``; with ``resume``, load the latest checkpoint (and loader cursor) first, whatever its world size.
+    ``pipeline``: the Trainer's training loop (``"none"`` or ``"sparse_dist"``, which reads the loader ahead).
 
     Returns the step, epoch and loader length seen by this rank (plain values: they cross the spawn queue).
     """
@@ -34,7 +35,7 @@ def fit_parquet(env: DistEnv, data_dir: str, ck_root: str, ledger_dir: str, batc
     loader = build_loader(schema, cfg, rank=env.rank, world_size=env.world_size, seed=DATA_SEED)
     torch.manual_seed(0)
     trainer = Trainer(build_model("LogisticRegression", schema, None), env, sharding=TABLE_WISE, batch_size=batch,
-                      seed=1)
+                      seed=1, pipeline=pipeline)
     trainer.meta = {"schema": schema.to_dict(), "model": "LogisticRegression", "model_config": {}}
     loaded_world = 0
     if resume:
