@@ -35,8 +35,9 @@ Hyper-parameters, identical on both sides:
     (``rowwise_adagrad``, the engine's fast default, or exact ``adagrad``); the loss reduction (``mean``, the
     engine's; ``sum`` = DeepCTR's ``reduction='sum'``, through the Trainer's ``loss_weights=[batch]``); the table
     init (``peer``: every table re-drawn from ``N(0, init_std)`` as DeepCTR-Torch does, see
-    :func:`peer_style_init`; ``engine``: the engine's uniform ``±sqrt(1 / rows)``). Default:
-    ``rowwise_adagrad/mean/peer`` (headline), ``adagrad/mean/peer``, ``rowwise_adagrad/mean/engine``.
+    :func:`peer_style_init`; ``engine``: the engine's own init, the same distribution ``N(0, init_std)`` drawn by
+    its deterministic per-(seed, table, row block) generator). Default: ``rowwise_adagrad/mean/engine``
+    (headline: what a user of the engine gets), ``adagrad/mean/engine``, ``rowwise_adagrad/mean/peer``.
   - what still differs by construction: DeepCTR adds ``l2_reg_embedding * ||table||^2`` over *whole* tables each
     step (so every row decays, seen or not); ours puts the same coefficient on the looked-up rows (batch mean).
     Our "dim-1" linear tables are 4 summed columns (FBGEMM needs widths divisible by 4).
@@ -102,7 +103,7 @@ QUICK_MODELS = ("DeepFM", "DCN")
 # DeepCTR-Torch models that take sparse columns only in dnn_feature_columns (support_dense=False in forward).
 SPARSE_ONLY_DNN = ("AFM", "CCPM")
 # ours: <fused sparse optimizer>/<loss reduction>/<table init> (see run_ours); the first is the headline.
-DEFAULT_VARIANTS = ("rowwise_adagrad/mean/peer", "adagrad/mean/peer", "rowwise_adagrad/mean/engine")
+DEFAULT_VARIANTS = ("rowwise_adagrad/mean/engine", "adagrad/mean/engine", "rowwise_adagrad/mean/peer")
 # Criteo (Kaggle display-ads) categorical cardinalities, C1..C26.
 CRITEO_KAGGLE_CARD = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992,
                       5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)
@@ -353,7 +354,7 @@ class OursRunner:
       - "sum" weights the mean BCE by the batch size through the engine's ``loss_weights`` (DeepCTR's
         ``reduction='sum'``); "mean" is the engine's default;
       - "peer" re-draws the tables from ``N(0, init_std)`` as DeepCTR-Torch does (see :func:`peer_style_init`);
-        "engine" keeps the engine's init (uniform in ``±sqrt(1 / rows)``, TorchRec's default range).
+        "engine" keeps the engine's init (``N(0, init_std)`` from its own deterministic generator).
     """
 
     def __init__(self, name: str, cfg: dict[str, Any], schema: FeatureSchema, env: DistEnv, variant: str, lr: float,
