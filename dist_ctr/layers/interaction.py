@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dist_ctr.layers.core import activation_layer
@@ -198,17 +199,43 @@ class CIN(nn.Module):
         self.activation = activation_layer(activation)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        B, F, D = inputs.shape
-        hidden = inputs  # (B, H_{k-1}, D)
+        # Computed "D-major": x0 as (B, D, F), so that each layer's map is one (B * D, H_{k-1} F) @ (H_{k-1} F, H_k)
+        # GEMM on the conv weights (a width-1 Conv1d is exactly that) and no (B, H, F, D) tensor is transposed.
+        x0 = inputs.transpose(1, 2).contiguous()  # (B, D, F)
+        hidden = x0  # (B, D, H_{k-1})
         outs: list[torch.Tensor] = []
         last = len(self.layer_size) - 1
         for i, size in enumerate(self.layer_size):
-            z = torch.einsum("bhd,bmd->bhmd", hidden, inputs)  # (B, H_{k-1}, F, D)
-            z = z.reshape(B, hidden.shape[1] * F, D)  # (B, H_{k-1} * F, D)
-            cur = self.activation(self.conv1ds[i](z))  # (B, H_k, D)
+            z = _OuterProduct.apply(hidden, x0)  # (B, D, H_{k-1} * F), channel h * F + m as the Conv1d's
+            conv = self.conv1ds[i]
+            cur = self.activation(F.linear(z, conv.weight.squeeze(-1), conv.bias))  # (B, D, H_k)
             if self.split_half and i != last:
-                hidden, direct = torch.split(cur, [size // 2, size // 2], dim=1)  # (B, H_k/2, D) x 2
+                hidden, direct = torch.split(cur, [size // 2, size // 2], dim=2)  # (B, D, H_k/2) x 2
             else:
                 hidden, direct = cur, cur
             outs.append(direct)
-        return torch.cat(outs, dim=1).sum(dim=-1)  # (B, featuremap_num)
+        return torch.cat(outs, dim=2).sum(dim=1)  # (B, featuremap_num)
+
+
+class _OuterProduct(torch.autograd.Function):
+    """``z[b, d, h * M + m] = a[b, d, h] * c[b, d, m]``: CIN's per-dim outer product, ``(B, D, H), (B, D, M) ->
+    (B, D, H * M)``.
+
+    Autograd through a broadcast multiply would build two more ``(B, D, H, M)`` products in the backward; here the
+    gradients are contractions: ``da = dz c`` and ``dc = a^T dz`` per ``(b, d)``, batched matrix-vector products.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a, c)
+        return (a.unsqueeze(-1) * c.unsqueeze(-2)).flatten(start_dim=2)  # (B, D, H * M)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        a, c = ctx.saved_tensors
+        B, D, H = a.shape
+        M = c.shape[-1]
+        g = grad.reshape(B * D, H, M)  # (B D, H, M)
+        da = torch.bmm(g, c.reshape(B * D, M, 1)).view(B, D, H)  # (B, D, H)
+        dc = torch.bmm(a.reshape(B * D, 1, H), g).view(B, D, M)  # (B, D, M)
+        return da, dc

@@ -162,17 +162,29 @@ class BilinearInteraction(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, inputs: FieldInput) -> torch.Tensor:
+        # Pairs grouped by their left field i (pairs (i, i+1..F-1) are consecutive in DeepCTR's order): group i is
+        # (e_i W) * e_{i+1..F-1}, a slice of the inputs, so no (B, P, D) gather of fields is built and the backward
+        # has no scatter-add over pairs.
         x = _as_fields(inputs)
-        rows, cols = pair_indices(x.shape[1], x.device)
-        q = x.index_select(1, cols)  # (B, P, D)
+        B, Fn, D = x.shape
+        fields = x.unbind(1)  # F x (B, D)
         if self.bilinear_type == "all":
-            left = x.index_select(1, rows) @ self.weight[0].T  # (B, P, D)
+            lefts = (x[:, :-1] @ self.weight[0].T).unbind(1)  # F-1 x (B, D)
         elif self.bilinear_type == "each":
-            xw = torch.einsum("bfl,fkl->bfk", x[:, :-1], self.weight)  # (B, F-1, D)
-            left = xw.index_select(1, rows)  # (B, P, D)
+            lefts = torch.einsum("bfl,fkl->bfk", x[:, :-1], self.weight).unbind(1)  # F-1 x (B, D)
         else:
-            left = torch.einsum("bpl,pkl->bpk", x.index_select(1, rows), self.weight)  # (B, P, D)
-        return left * q
+            w_all = self.weight.permute(2, 0, 1).reshape(D, -1)  # (D_in, P * D_out), pair-major columns
+        groups: list[torch.Tensor] = []
+        start = 0
+        for i in range(Fn - 1):
+            n = Fn - 1 - i  # pairs (i, j > i)
+            if self.bilinear_type == "interaction":
+                left = (fields[i] @ w_all[:, start * D:(start + n) * D]).view(B, n, D)  # (B, n, D): e_i W_ij per j
+            else:
+                left = lefts[i].unsqueeze(1)  # (B, 1, D), the same e_i W for every partner j
+            groups.append(left * x[:, i + 1:])  # (B, n, D)
+            start += n
+        return torch.cat(groups, dim=1)  # (B, P, D)
 
 
 class AFMLayer(nn.Module):

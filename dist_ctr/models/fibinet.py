@@ -67,7 +67,8 @@ class FiBiNET(FieldModel):
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)
-        p = self.bilinear(self.se(emb)).flatten(start_dim=1)  # (B, P * D)
-        q = self.bilinear(emb).flatten(start_dim=1)  # (B, P * D)
-        x = torch.cat([p, q, self.dense_cols(dense)], dim=1)  # (B, 2 P D + n)
+        B = emb.shape[0]
+        # The shared bilinear layer applied once to SENET(e) and e stacked on the batch axis (half the ops).
+        pq = self.bilinear(torch.cat([self.se(emb), emb], dim=0)).flatten(start_dim=1)  # (2 B, P * D)
+        x = torch.cat([pq[:B], pq[B:], self.dense_cols(dense)], dim=1)  # (B, 2 P D + n): p, q, dense
         return self.out(self.linear_logit(dense, sparse) + self.dnn_linear(self.dnn(x)))  # (B, T)

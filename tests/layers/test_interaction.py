@@ -179,6 +179,16 @@ def test_cin_one_linear_layer_is_a_bilinear_form():
     torch.testing.assert_close(cin(x), want)
 
 
+def test_cin_gradients_match_finite_differences():
+    # CIN's outer product has a hand-written backward (bmm contractions): check it, inputs and weights alike.
+    cin = _randomise(CIN(3, (4, 3), "relu", True), seed=5)
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(cin, (x,))
+    W = cin.conv1ds[1].weight
+    assert torch.autograd.gradcheck(lambda w: torch.func.functional_call(cin, {"conv1ds.1.weight": w}, (x,)),
+                                    (W.detach().clone().requires_grad_(),))
+
+
 def test_cin_rejects_odd_inner_layers_with_split_half():
     with pytest.raises(ValueError, match="even"):
         CIN(3, (5, 4), split_half=True)

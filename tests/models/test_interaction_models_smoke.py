@@ -120,14 +120,41 @@ def test_unknown_feature_name_is_named():
 
 
 def test_onn_pairs_multiply_each_feature_embedding_for_its_partner_field():
-    model = build_model("ONN", _schema(), SMALL["ONN"])
-    names = model.sparse_names
-    slots = [(partner, n) for partner, arch in zip(names, model.field_archs) for n in arch.pooled_names]
+    # e_i^(j) is partner j's D-vector in feature i's wide row; the row holds every field but i's own when one
+    # feature reads the table ("b", "m"), every field when several do ("a" and "c" share table "a").
     import itertools
 
-    for p, (i, j) in enumerate(itertools.combinations(range(len(names)), 2)):
-        assert slots[int(model._left[p])] == (names[j], names[i])  # e_i for partner j
-        assert slots[int(model._right[p])] == (names[i], names[j])  # e_j for partner i
+    schema = _schema()
+    model = _build("ONN", schema).train()
+    with torch.no_grad():
+        for w in model.field_aware.parameters():  # O(1) values: init_std's 1e-4 would pass any tolerance
+            w.normal_(generator=torch.Generator().manual_seed(1))
+    names = model.sparse_names
+    assert names == ["a", "b", "m", "c"]
+    Fn = len(names)
+    widths = {c.name: c.embedding_dim for c in model.field_aware.ebc.embedding_bag_configs()}
+    assert widths == {"onn__a": Fn * D, "onn__b": (Fn - 1) * D, "onn__m": (Fn - 1) * D}
+    partners = {"a": list(range(Fn)), "c": list(range(Fn)), "b": [0, 2, 3], "m": [0, 1, 3]}
+    dense, kjt = _batch(5, schema.n_dense)
+    flat = model.field_aware(kjt).pooled_flat.detach()
+    rows, start = {}, 0
+    for n in names:
+        rows[n] = flat[:, start:start + len(partners[n]) * D].view(5, -1, D)
+        start += len(partners[n]) * D
+
+    def e(i: int, j: int) -> torch.Tensor:
+        return rows[names[i]][:, partners[names[i]].index(j)]
+
+    want = torch.cat([e(i, j) * e(j, i) for i, j in itertools.combinations(range(Fn), 2)]
+                     + [dense], dim=1)  # DeepCTR's DNN input: pair products in combinations order, then dense
+    seen = []
+    model.dnn.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    model(dense, kjt)
+    torch.testing.assert_close(seen[0], want)
+    # the embedding L2 covers each field-aware vector in use once
+    vectors = torch.stack([e(i, j) for i in range(Fn) for j in range(Fn) if i != j], dim=1)  # (B, F (F-1), D)
+    l2 = model.pop_losses()["l2_embedding"]
+    torch.testing.assert_close(l2, model.config.l2_reg_embedding * vectors.pow(2).sum() / 5)
 
 
 def test_mlr_probability_is_the_region_mixture_of_sigmoids():
