@@ -219,8 +219,11 @@ class AFMLayer(nn.Module):
         self.normalized_att_score: torch.Tensor | None = None
 
     def forward(self, inputs: FieldInput) -> torch.Tensor:
-        p, q = _pairs(_as_fields(inputs))
-        bi = p * q  # (B, P, D)
+        x = _as_fields(inputs)
+        fields = x.unbind(1)  # F x (B, D)
+        # Pairs (i, i+1..F-1) as e_i times a slice of the inputs: no (B, P, D) gathers, no scatter-add backward.
+        groups = [fields[i].unsqueeze(1) * x[:, i + 1:] for i in range(x.shape[1] - 1)]  # (B, F-1-i, D) each
+        bi = torch.cat(groups, dim=1) if groups else x[:, :0]  # (B, P, D); no pairs from one field
         att = F.relu(bi @ self.attention_W + self.attention_b)  # (B, P, A)
         score = F.softmax(att @ self.projection_h, dim=1)  # (B, P, 1)
         self.normalized_att_score = score.detach()
