@@ -15,7 +15,9 @@ Besides samples/s, each training arm prints this process's CPU-microseconds per 
 in ``stream``): a figure that other jobs on the machine disturb less than the wall clock.
 
 Each chunk is one epoch (every batch of the set), and the arms are interleaved round after round (the order
-alternates) so that other jobs on the machine hit them alike. Prints per-round samples/s, the stream / memory ratio
+alternates) so that other jobs on the machine hit them alike. On a 2-core machine shared with other jobs, torch's
+2 OpenMP threads spin-wait for each other whenever one is descheduled (measured: 20x the CPU per sample); run with
+``--torch-threads 1`` or ``OMP_WAIT_POLICY=PASSIVE`` there, or the figures measure the spinning, not the loader. Prints per-round samples/s, the stream / memory ratio
 (median and range over rounds) and the loader's own speed; asserts nothing. Usage:
     python scripts/bench_loader_training.py [--rows 262144] [--batch 4096] [--rounds 5] [--models DeepFM,DCN]
                                             [--torch-threads 1]
@@ -117,7 +119,8 @@ def main() -> None:
     print("command: " + " ".join([os.path.basename(sys.executable), *sys.argv]))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads, pyarrow {pa.__version__} with {pa.cpu_count()} CPU threads")
+          f"{torch.get_num_threads()} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), pyarrow "
+          f"{pa.__version__} with {pa.cpu_count()} CPU threads")
     schema = criteo_kaggle_schema(embedding_dim=args.dim)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_loader_training_"))
     try:
