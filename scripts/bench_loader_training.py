@@ -17,8 +17,9 @@ in ``stream``): a figure that other jobs on the machine disturb less than the wa
 Each chunk is one epoch (every batch of the set), and the arms are interleaved round after round (the order
 alternates) so that other jobs on the machine hit them alike. On a 2-core machine shared with other jobs, torch's
 2 OpenMP threads spin-wait for each other whenever one is descheduled (measured: 20x the CPU per sample); run with
-``--torch-threads 1`` or ``OMP_WAIT_POLICY=PASSIVE`` there, or the figures measure the spinning, not the loader. Prints per-round samples/s, the stream / memory ratio
-(median and range over rounds) and the loader's own speed; asserts nothing. Usage:
+``--torch-threads 1`` or ``OMP_WAIT_POLICY=PASSIVE`` there, or the figures measure the spinning, not the loader.
+Prints per-round samples/s, the stream / memory ratio (median and range over rounds) and the loader's own speed;
+asserts nothing. Usage:
     python scripts/bench_loader_training.py [--rows 262144] [--batch 4096] [--rounds 5] [--models DeepFM,DCN]
                                             [--torch-threads 1]
 """
