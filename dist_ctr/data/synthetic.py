@@ -916,7 +916,8 @@ def _write_file(job: _FileJob, common: dict[str, Any], encoder: Optional[_Encode
                        cat(zfs, np.float32))
 
 
-def _aucs(schema: FeatureSchema, results: Sequence[_FileResult]) -> tuple[list[Optional[float]], float, Optional[float]]:
+def _aucs(schema: FeatureSchema, results: Sequence[_FileResult]
+          ) -> tuple[list[Optional[float]], float, Optional[float]]:
     """(Bayes AUC per task (None for regression), AUC of task 0's additive part, label correlation of tasks 0 and 1)
     on the rows the files kept."""
     T = len(schema.labels)
