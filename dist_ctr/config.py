@@ -116,6 +116,7 @@ class DistributedSection:
     launcher: Literal["local", "spawn", "ray"] = "local"
     sharding: dict[str, Any] = field(default_factory=dict)
     pipeline: Literal["auto", "sparse_dist", "none"] = "auto"
+    sync_batchnorm: bool = True
     ray: RaySection = field(default_factory=RaySection)
 
 

@@ -109,7 +109,8 @@ def find_sessions(schema: FeatureSchema, targets: tuple[str, ...],
 class DSINConfig:
     """DeepCTR's ``DSIN`` arguments; ``session_features`` names the sessions (see the module docstring);
     ``sess_max_count``, when given, must equal their number; ``att_hidden_units`` / ``att_activation`` are the
-    target attentions' MLP (fixed in DeepCTR)."""
+    target attentions' MLP (fixed in DeepCTR); ``bilstm_dropout`` is the interest-evolution BiLSTM's dropout
+    between layers (DeepCTR hard-codes 0.2)."""
 
     sess_feature_list: tuple[str, ...] = ()
     session_features: Optional[tuple[tuple[str, ...], ...]] = None
@@ -125,6 +126,7 @@ class DSINConfig:
     init_std: float = 1e-4
     att_hidden_units: tuple[int, ...] = (64, 16)
     att_activation: str = "sigmoid"
+    bilstm_dropout: float = 0.2
 
 
 @register_model("DSIN", DSINConfig)
@@ -184,7 +186,7 @@ class DSIN(CTRModel):
                                           use_positional_encoding=not cfg.bias_encoding, use_res=True,
                                           use_feed_forward=True, use_layer_norm=False, blinding=True,
                                           output_type="mean")
-        self.bilstm = BiLSTM(E, layers=2, res_layers=0, dropout_rate=0.2, merge_mode="ave")
+        self.bilstm = BiLSTM(E, layers=2, res_layers=0, dropout_rate=cfg.bilstm_dropout, merge_mode="ave")
         self.interest_attention = AttentionSequencePoolingLayer(cfg.att_hidden_units, cfg.att_activation, True,
                                                                 embedding_dim=E, init_std=None)
         self.lstm_attention = AttentionSequencePoolingLayer(cfg.att_hidden_units, cfg.att_activation, True,

@@ -35,6 +35,7 @@ from torch import nn
 
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.data.batch import CTRBatch
+from dist_ctr.distributed.batchnorm import convert_global_batchnorm
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.model_parallel import parallelize
 from dist_ctr.train import checkpoint as ckpt
@@ -106,6 +107,9 @@ class Trainer:
         task_names (Sequence[str] | None): names for per-task metrics.
         loss_weights (Sequence[float] | None): per-task loss weights.
         pipeline (str): training loop, ``"auto"`` | ``"sparse_dist"`` | ``"none"`` (see the module docstring).
+        sync_batchnorm (bool): batch norms of ``model`` normalise over the global batch (all ranks), so N ranks
+            train the model one process would (``distributed/batchnorm.py``; swapped in place, same state-dict
+            keys); ``False`` keeps per-rank statistics (plain DDP behaviour). No effect at world size 1.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class Trainer:
         task_names: Sequence[str] | None = None,
         loss_weights: Sequence[float] | None = None,
         pipeline: str = "auto",
+        sync_batchnorm: bool = True,
     ) -> None:
         if pipeline not in PIPELINES:
             raise ValueError(f"distributed.pipeline: unknown pipeline {pipeline!r}; expected one of {list(PIPELINES)}")
@@ -131,6 +136,8 @@ class Trainer:
             task_names = schema.label_names
         self.env = env
         self.model = model
+        if sync_batchnorm:
+            convert_global_batchnorm(model)
         self.task = CTRTask(model, task_types, loss_weights)
         self.task_types = tuple(task_types)
         self.task_names = tuple(task_names) if task_names else tuple(f"task{i}" for i in range(len(task_types)))

@@ -76,9 +76,10 @@ def multitask_schema() -> FeatureSchema:
 
 
 SCHEMAS = {"tiny": tiny_schema, "sequence": sequence_schema, "multitask": multitask_schema}
-# Deterministic variants: DIN's Dice keeps per-rank batch statistics; DIEN's in-batch negative sampling draws
-# per rank.
-OVERRIDES: dict[str, dict[str, Any]] = {"DIN": {"att_activation": "sigmoid"}, "DIEN": {"use_negsampling": False}}
+# Deterministic variants: DIEN's in-batch negative sampling draws from each rank's rows; DSIN's BiLSTM dropout
+# masks are per rank. (Batch norms -- Dice in DIN, AFN's log-transform layer -- normalise over the global batch:
+# the Trainer's default ``sync_batchnorm``.)
+OVERRIDES: dict[str, dict[str, Any]] = {"DIEN": {"use_negsampling": False}, "DSIN": {"bilstm_dropout": 0.0}}
 # Embeddings (and DNN weights) large enough to move the loss from the first step: with DeepCTR's default 1e-4 the
 # outputs of a few steps are ~sigmoid(bias) whatever the tables hold, and a mis-sharded table would go unseen.
 VISIBLE_INIT_STD = 0.1
@@ -125,12 +126,13 @@ def run_structured(env: DistEnv, pairs: list[tuple[str, str]], steps: int, batch
 
 
 def run(env: DistEnv, model_name: str, sharding: dict[str, Any], steps: int, batch: int,
-        schema_kind: str = "tiny") -> list[float]:
+        schema_kind: str = "tiny", sync_batchnorm: bool = True) -> list[float]:
     """Train ``steps`` global batches; returns the global mean loss per step (same on every rank)."""
     schema = SCHEMAS[schema_kind]()
     torch.manual_seed(0)
     model = build_model(model_name, schema, model_config(model_name, schema if schema_kind != "tiny" else None))
-    trainer = Trainer(model, env, sharding=sharding, batch_size=batch // env.world_size, seed=1)
+    trainer = Trainer(model, env, sharding=sharding, batch_size=batch // env.world_size, seed=1,
+                      sync_batchnorm=sync_batchnorm)
     types: dict[str, list[str]] = {}
     for _module_path, params in trainer.plan.plan.items():
         for table, ps in params.items():
@@ -148,10 +150,8 @@ def run(env: DistEnv, model_name: str, sharding: dict[str, Any], steps: int, bat
 
 
 def rank_local_randomness(model: torch.nn.Module) -> bool:
-    """BatchNorm statistics and dropout masks are per rank under DDP: such models cannot match bit for bit."""
+    """Dropout masks are drawn per rank: such models cannot match one process bit for bit."""
     for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            return True
         if isinstance(m, torch.nn.Dropout) and m.p > 0:
             return True
     return False
@@ -176,8 +176,9 @@ def tiny_models() -> list[str]:
     return names
 
 
-def run_many(env: DistEnv, models: list[str], sharding: dict[str, Any], steps: int, batch: int) -> dict[str, Any]:
-    losses = {m: run(env, m, sharding, steps, batch) for m in models}
+def run_many(env: DistEnv, models: list[str], sharding: dict[str, Any], steps: int, batch: int,
+             sync_batchnorm: bool = True) -> dict[str, Any]:
+    losses = {m: run(env, m, sharding, steps, batch, sync_batchnorm=sync_batchnorm) for m in models}
     return {"losses": losses, "column_wise_tables": _last_plan_types(env).get("column_wise", [])}
 
 
