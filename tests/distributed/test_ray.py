@@ -1,14 +1,14 @@
 """Ray Train on CPU (gloo): survival of a killed worker, equivalence with local training, the CLI path, storage on
-``s3://``.
+``s3://`` and ``gs://``.
 
-Ray starts once for the module; three Ray fits in all (~25 s start-up each plus the restart):
+Ray starts once for the module; four Ray fits in all (~25 s start-up each plus the restart):
 
 1. the fault run (``run_ray_job``): 2 workers, checkpoint every 4 steps, ``max_failures=1``; worker rank 1 SIGKILLs
    itself after step 10 of the first attempt (a marker file makes it once). Each worker appends its step, loss and
    trained row ids to a per-attempt ledger under ``tmp``.
 2. the reference run, uninterrupted, through ``dist-ctr train JOB --ray --num-workers 2`` (``dist_ctr.cli.main``).
-3. a 6-step run with Ray's ``storage_path`` and the DCP checkpoints on ``s3://`` (loopback moto server, endpoint and
-   keys only in ``train.checkpoint.storage_options``).
+3. two 6-step runs with Ray's ``storage_path`` and the DCP checkpoints on ``s3://`` and on ``gs://`` (loopback moto
+   and fake-gcs servers; endpoint and keys only in ``train.checkpoint.storage_options``).
 
 Then one spawn run of the same job on 1 process for the 1-vs-2 equivalence.
 """
@@ -20,6 +20,7 @@ import importlib
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -191,31 +192,47 @@ S3_STEPS = 6
 S3_SECRET = "ray-s3-secret-never-logged"
 
 
-def test_ray_storage_and_checkpoints_on_s3(ray_runtime, job_file, s3_server):
-    """``storage_path=s3://bucket/ray`` with an endpoint and keys given only as storage options: Ray's run directory,
-    its pointer checkpoint and our committed DCP checkpoints all land in the bucket; the secret is in none of them."""
-    import s3fs
+def _store(kind: str, request: pytest.FixtureRequest) -> tuple[Any, dict[str, Any], str]:
+    """(fsspec filesystem, storage options, fresh bucket) on the loopback S3 or GCS server."""
+    from tests.object_store import gcs_options, new_bucket
 
+    if kind == "s3":
+        import s3fs
+
+        opts = {"endpoint_url": request.getfixturevalue("s3_server"), "key": "AKIDRAYTEST", "secret": S3_SECRET,
+                "skip_instance_cache": True, "config_kwargs": {"connect_timeout": 5, "read_timeout": 30}}
+        fs = s3fs.S3FileSystem(**opts)
+    else:
+        import gcsfs
+
+        opts = gcs_options(request.getfixturevalue("gcs_server"))
+        fs = gcsfs.GCSFileSystem(**opts)
+    bucket = new_bucket("ray")
+    fs.mkdir(bucket)
+    return fs, opts, bucket
+
+
+@pytest.mark.parametrize("kind", ["s3", "gs"])
+def test_ray_storage_and_checkpoints_on_object_store(ray_runtime, job_file, request, kind):
+    """``storage_path=s3://bucket/ray`` (or ``gs://``) with the endpoint and keys given only as storage options:
+    Ray's run directory, its pointer checkpoint and our committed DCP checkpoints all land in the bucket; the S3
+    secret is in none of them."""
     from dist_ctr.config import load_job
     from dist_ctr.launch.ray_train import POINTER_FILE, run_ray_job
     from dist_ctr.train.checkpoint import MARKER, latest_checkpoint
-    from tests.object_store import new_bucket
 
-    opts = {"endpoint_url": s3_server, "key": "AKIDRAYTEST", "secret": S3_SECRET, "skip_instance_cache": True,
-            "config_kwargs": {"connect_timeout": 5, "read_timeout": 30}}
-    fs = s3fs.S3FileSystem(**opts)
-    bucket = new_bucket("ray")
-    fs.mkdir(bucket)
+    fs, opts, bucket = _store(kind, request)
+    out = job_file / f"out_{kind}"
     job = load_job(job_file / "job.yaml", {
         "train.checkpoint.dir": None,  # default: <storage_path>/<name>/checkpoints, reached with the same options
         "train.checkpoint.storage_options": opts, "train.max_steps": S3_STEPS,
-        "distributed.ray.storage_path": f"s3://{bucket}/ray", "distributed.ray.max_failures": 0,
-        "output_dir": str(job_file / "out_s3")})
+        "distributed.ray.storage_path": f"{kind}://{bucket}/ray", "distributed.ray.max_failures": 0,
+        "output_dir": str(out)})
     summary = run_ray_job(job)
 
     run_dir = f"{bucket}/ray/ray_ft"
-    ck_root = f"s3://{run_dir}/checkpoints"
-    assert summary["steps"] == S3_STEPS and summary["storage_path"] == f"s3://{bucket}/ray"  # the final report came
+    ck_root = f"{kind}://{run_dir}/checkpoints"
+    assert summary["steps"] == S3_STEPS and summary["storage_path"] == f"{kind}://{bucket}/ray"  # final report came
     latest = latest_checkpoint(ck_root, opts)
     assert latest is not None and latest.step == S3_STEPS and summary["checkpoint"] == latest.url
     fs.invalidate_cache()
@@ -223,10 +240,11 @@ def test_ray_storage_and_checkpoints_on_s3(ray_runtime, job_file, s3_server):
     assert f"{run_dir}/checkpoints/step_{S3_STEPS:08d}/{MARKER}" in files
     assert f"{run_dir}/checkpoints/step_00000004/{MARKER}" in files  # every_steps=4
     ray_files = [f for f in files if f.startswith(f"{run_dir}/") and "/checkpoints/" not in f]
-    assert ray_files, "Ray wrote nothing into its run directory on s3"
-    assert summary["ray_checkpoint"].startswith(f"s3://{run_dir}/")
-    pointer = json.loads(fs.cat_file(f"{summary['ray_checkpoint'][len('s3://'):]}/{POINTER_FILE}"))
+    assert ray_files, f"Ray wrote nothing into its run directory on {kind}"
+    assert summary["ray_checkpoint"].startswith(f"{kind}://{run_dir}/")
+    pointer = json.loads(fs.cat_file(f"{summary['ray_checkpoint'][len(kind) + 3:]}/{POINTER_FILE}"))
     assert pointer["url"] == latest.url and pointer["step"] == S3_STEPS
-    for f in files:
-        assert S3_SECRET.encode() not in fs.cat_file(f), f
-    assert S3_SECRET not in (job_file / "out_s3" / "ray_ft" / "ray_summary.json").read_text()
+    if kind == "s3":
+        for f in files:
+            assert S3_SECRET.encode() not in fs.cat_file(f), f
+        assert S3_SECRET not in (out / "ray_ft" / "ray_summary.json").read_text()
