@@ -21,6 +21,29 @@ only, not on the row count. The same arrays, same row order, feed both libraries
 ``dict[column -> np.ndarray]`` (int64 ids, float32 dense, as a label-encoded DataFrame would give), dist_ctr gets
 ``CTRBatch`` es cut from the same rows (key-major KJT, int64 ids, int32 lengths).
 
+Sequence and multi-task models get their own data (``scripts/peer_seq_data.py``, same seed, same row counts):
+  - ``DIN``, ``DIEN``: behaviour sequences: ``user``, target ``item_id`` / ``cate_id``, histories
+    ``hist_item_id`` / ``hist_cate_id`` (maxlen 20, lengths 1..20), one dense ``price``; the click depends on the
+    recency-weighted share of the history in the target's category and on the target being a repeat, plus a
+    category effect (the AUC of that target-only part is printed next to the ceiling: a model at that level has
+    not used the history). The peer gets DeepCTR's conventions: ``VarLenSparseFeat(SparseFeat("hist_item_id",
+    embedding_name="item_id"), maxlen, length_name="seq_length")``, the histories as ``(N, L)`` zero-padded arrays
+    and the ``seq_length`` column, ``history_feature_list=["item_id", "cate_id"]``; ours the same ids with the
+    histories linked to their targets' tables by ``embedding_name`` (KJT values = each row's valid prefix).
+  - ``SharedBottom``, ``ESMM``, ``MMOE``, ``PLE``: the Criteo-shaped rows above with two labels, ``ctr`` (the
+    label above) and ``ctcvr`` (click and convert; conversion given a click planted on the click logit and its own
+    effects), ``y`` of shape ``(N, 2)`` on both sides (ours: ``LabelSpec("ctr"), LabelSpec("ctcvr")``; the peer:
+    its defaults ``task_types=("binary", "binary")``, ``task_names=("ctr", "ctcvr")``). Their AUC is the mean of
+    the two per-task AUCs (each printed in brackets and written to the JSON as ``task_aucs``).
+  Differences that stay, by construction: DIEN runs with ``gru_type="AUGRU"`` and ``use_negsampling=False`` on
+  both sides (the peer's auxiliary net is a sigmoid MLP on probabilities, ours a logit head, and ours would
+  otherwise sample in-batch negatives: no like-for-like auxiliary loss), so the auxiliary loss is not compared;
+  the peer packs histories (``pack_padded_sequence``, its AUGRU a Python loop over packed steps) where ours masks
+  padded steps; each model keeps its own library's init where ours documents a deliberate change (attention MLPs
+  and DIEN's GRUs: PyTorch's default init in ours, ``N(0, init_std)``-style in the peer); the peer's ESMM trains
+  BCE on the product of probabilities, ours BCE-with-logits on the exact CTCVR logit (same function); the peer's
+  multi-task loss is summed over rows and tasks, ours (``mean``) is each task's batch mean, summed over tasks.
+
 Hyper-parameters, identical on both sides:
   - embedding dim 16 (``SparseFeat(..., embedding_dim=16)``); each model's default architecture arguments: the
     peer's constructor defaults are read with ``inspect`` and passed to our typed config for every field of the
@@ -64,6 +87,7 @@ Usage:
     .venv/bin/python scripts/bench_peer_deepctr.py --peer-dir "$PEER_DIR" --json out.json      # full default set
     .venv/bin/python scripts/bench_peer_deepctr.py --quick                                     # smoke run
     .venv/bin/python scripts/bench_peer_deepctr.py --models DeepFM --seeds 1,2,3 --lrs 0.005,0.01,0.02
+    .venv/bin/python scripts/bench_peer_deepctr.py --models DIN,DIEN,MMOE,ESMM,PLE,SharedBottom --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -96,10 +120,15 @@ from dist_ctr.models import MODEL_REGISTRY, build_model
 from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat
 from dist_ctr.train.engine import Trainer
 from dist_ctr.train.job import quiet_torchrec
+from peer_seq_data import (SEQ_TARGETS, SeqData, conversion_labels, make_sequence_data,  # scripts/ is on sys.path
+                           seq_peer_columns, seq_schema, seq_to_batches, task_aucs)
 
 DEFAULT_MODELS = ("DeepFM", "WDL", "DCN", "DCNMix", "xDeepFM", "NFM", "AutoInt", "PNN", "AFM", "FiBiNET", "CCPM",
                   "IFM", "DIFM", "AFN", "ONN", "MLR")
 QUICK_MODELS = ("DeepFM", "DCN")
+SEQUENCE_MODELS = ("DIN", "DIEN")  # behaviour-sequence rows (peer_seq_data.make_sequence_data)
+MULTITASK_MODELS = ("SharedBottom", "ESMM", "MMOE", "PLE")  # the flat rows with two labels: ctr, ctcvr
+MULTITASK_LABELS = ("ctr", "ctcvr")
 # DeepCTR-Torch models that take sparse columns only in dnn_feature_columns (support_dense=False in forward).
 SPARSE_ONLY_DNN = ("AFM", "CCPM")
 # ours: <fused sparse optimizer>/<loss reduction>/<table init> (see run_ours); the first is the headline.
@@ -110,7 +139,10 @@ CRITEO_KAGGLE_CARD = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 9314
 VOCAB_CAP = 75_000
 N_SPARSE, N_DENSE = 26, 13
 PEER_CTOR_SKIP = {"linear_feature_columns", "dnn_feature_columns", "region_feature_columns", "base_feature_columns",
-                  "bias_feature_columns", "seed", "task", "device", "gpus"}
+                  "bias_feature_columns", "seed", "task", "device", "gpus", "task_types", "task_names"}
+# Arguments set on both sides (the peer gets lists): the targets of the sequence models, DIEN's interest evolving.
+BOTH_SIDES = {"DIN": {"history_feature_list": SEQ_TARGETS},
+              "DIEN": {"history_feature_list": SEQ_TARGETS, "gru_type": "AUGRU"}}
 
 
 # ---- the peer's import shims ------------------------------------------------------------------------------------
@@ -201,8 +233,8 @@ def import_peer(peer_dir: str) -> types.ModuleType:
 class Data:
     sparse: np.ndarray  # (N, 26) int64
     dense: np.ndarray  # (N, 13) float32
-    label: np.ndarray  # (N,) float32
-    prob: np.ndarray  # (N,) float64, the planted click probability
+    label: np.ndarray  # (N,) float32; (N, T) for the multi-task rows
+    prob: np.ndarray  # (N,) float64, the planted click probability; (N, T) for the multi-task rows
 
     def rows(self, lo: int, hi: int) -> "Data":
         return Data(self.sparse[lo:hi], self.dense[lo:hi], self.label[lo:hi], self.prob[lo:hi])
@@ -261,10 +293,47 @@ def make_data(n: int, vocabs: list[int], seed: int, ctr: float = 0.25) -> Data:
     return Data(sparse, dense, label, prob)
 
 
-def auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+def with_conversions(data: Data, vocabs: list[int], seed: int) -> Data:
+    """The same rows with two labels ``(N, 2)``: the click (``ctr``) and click-and-convert (``ctcvr``); see
+    :func:`peer_seq_data.conversion_labels`."""
+    ctcvr, p_ctcvr = conversion_labels(data.label, data.prob, data.sparse, data.dense, vocabs, seed)
+    return Data(data.sparse, data.dense, np.stack([data.label, ctcvr], axis=1), np.stack([data.prob, p_ctcvr], axis=1))
 
-    return float(roc_auc_score(y.astype(np.float64), p.astype(np.float64).reshape(-1)))
+
+def family(name: str) -> str:
+    """The data set a model is benched on: "sequence", "multitask" or "flat"."""
+    return "sequence" if name in SEQUENCE_MODELS else "multitask" if name in MULTITASK_MODELS else "flat"
+
+
+@dataclasses.dataclass
+class DataSet:
+    """One data set with both libraries' inputs, cut from the same rows.
+
+    Attributes:
+        family (str): "flat" | "multitask" | "sequence".
+        train, test (Data | SeqData): the rows.
+        schema (FeatureSchema): ours.
+        cols (list): the peer's feature columns.
+        batches, test_batches (list[CTRBatch]): ours (train: ``--batch`` rows each; test: 8192).
+        task_names (tuple[str, ...]): the label columns, in order.
+        ceilings (list[float]): AUC of the planted probability on the test rows, per task.
+    """
+
+    family: str
+    train: Any
+    test: Any
+    schema: FeatureSchema
+    cols: list[Any]
+    batches: list[CTRBatch]
+    test_batches: list[CTRBatch]
+    task_names: tuple[str, ...]
+    ceilings: list[float]
+
+    def ceiling_text(self) -> str:
+        if len(self.ceilings) == 1:
+            return f"{self.ceilings[0]:.4f}"
+        return (f"{np.mean(self.ceilings):.4f} (mean of " + ", ".join(
+            f"{n} {c:.4f}" for n, c in zip(self.task_names, self.ceilings)) + ")")
 
 
 # ---- our side ---------------------------------------------------------------------------------------------------
@@ -272,9 +341,9 @@ SPARSE_NAMES = [f"C{i + 1}" for i in range(N_SPARSE)]
 DENSE_NAMES = [f"I{i + 1}" for i in range(N_DENSE)]
 
 
-def our_schema(vocabs: list[int], dim: int) -> FeatureSchema:
+def our_schema(vocabs: list[int], dim: int, labels: tuple[str, ...] = ("label",)) -> FeatureSchema:
     feats = [SparseFeat(n, v, dim) for n, v in zip(SPARSE_NAMES, vocabs)] + [DenseFeat(n) for n in DENSE_NAMES]
-    return FeatureSchema(tuple(feats), (LabelSpec("label"),))
+    return FeatureSchema(tuple(feats), tuple(LabelSpec(n) for n in labels))
 
 
 def to_batches(d: Data, batch: int) -> list[CTRBatch]:
@@ -284,12 +353,13 @@ def to_batches(d: Data, batch: int) -> list[CTRBatch]:
         b = len(part)
         values = torch.from_numpy(np.ascontiguousarray(part.sparse.T).reshape(-1))  # (F * B,) key-major
         kjt = KeyedJaggedTensor(keys=SPARSE_NAMES, values=values, lengths=torch.ones(b * N_SPARSE, dtype=torch.int32))
-        out.append(CTRBatch(torch.from_numpy(part.dense), kjt, torch.from_numpy(part.label).view(b, 1)))  # (B, 1)
+        out.append(CTRBatch(torch.from_numpy(part.dense), kjt, torch.from_numpy(part.label).view(b, -1)))  # (B, T)
     return out
 
 
 def our_config(name: str, peer_cls: type) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
-    """Our typed config for ``name`` with the peer's constructor defaults for every field of the same name."""
+    """Our typed config for ``name`` with the peer's constructor defaults for every field of the same name, then
+    the arguments set on both sides (``BOTH_SIDES``)."""
     fields = {f.name: f for f in dataclasses.fields(MODEL_REGISTRY[name].config_cls)}
     cfg: dict[str, Any] = {}
     changed: dict[str, tuple[Any, Any]] = {}
@@ -301,6 +371,7 @@ def our_config(name: str, peer_cls: type) -> tuple[dict[str, Any], dict[str, tup
         ours = fields[k].default
         if ours is not dataclasses.MISSING and (tuple(ours) if isinstance(ours, list) else ours) != v:
             changed[k] = (ours, v)
+    cfg.update(BOTH_SIDES.get(name, {}))
     return cfg, changed
 
 
@@ -329,16 +400,18 @@ def peer_style_init(trainer: Trainer, std: float) -> int:
     """Re-draw every embedding table of ``trainer`` from ``N(0, std)`` (DeepCTR-Torch's ``init_std`` init).
 
     Writes the local shards of the DMP's sharded tables in place (at world size 1 these are views of the fused
-    TBE weights). Our "dim-1" linear tables are 4 columns summed, so each column gets ``std / 2`` (the sum has
-    std ``std``); the linear part's dense weight gets ``N(0, std)`` too, as in DeepCTR's ``Linear``. Returns the
-    number of tables written.
+    TBE weights), pooled (``EmbeddingBagCollection``) and sequence (``EmbeddingCollection``) tables alike. Our
+    "dim-1" linear tables are 4 columns summed, so each column gets ``std / 2`` (the sum has std ``std``); the
+    linear part's dense weight gets ``N(0, std)`` too, as in DeepCTR's ``Linear``. Returns the number of tables
+    written.
     """
     n = 0
     with torch.no_grad():
         for key, value in trainer.dmp.state_dict().items():
-            if ".embedding_bags." not in key or not hasattr(value, "local_shards"):
+            part = ".embedding_bags." if ".embedding_bags." in key else ".embeddings."
+            if part not in key or not hasattr(value, "local_shards"):
                 continue
-            s = std / 2 if key.split(".embedding_bags.")[1].startswith("linear__") else std
+            s = std / 2 if key.split(part)[1].startswith("linear__") else std
             for shard in value.local_shards():
                 shard.tensor.normal_(0.0, s)
             n += 1
@@ -362,9 +435,10 @@ class OursRunner:
         sparse_name, reduction, init = variant.split("/")
         torch.manual_seed(seed)
         model = build_model(name, schema, cfg)
+        n_tasks = len(schema.labels)
         self.trainer = Trainer(model, env, sparse_optim=SparseOptimConfig(name=sparse_name, lr=lr, eps=eps),  # type: ignore[arg-type]
                                dense_optim=DenseOptimConfig(name="adagrad", lr=lr), batch_size=batch, seed=seed,
-                               loss_weights=[float(batch)] if reduction == "sum" else None)
+                               loss_weights=[float(batch)] * n_tasks if reduction == "sum" else None)
         if init == "peer":
             peer_style_init(self.trainer, float(getattr(getattr(model, "config", None), "init_std", 1e-4)))
         self.timing = Timing()
@@ -383,8 +457,9 @@ class OursRunner:
         self.timing.add(sum(b.batch_size for b in batches), dt, stamps)
         return dt
 
-    def auc(self, test: list[CTRBatch], labels: np.ndarray) -> float:
-        return auc(labels, self.trainer.predict(test).numpy())  # host sync
+    def auc(self, test: list[CTRBatch], labels: np.ndarray) -> list[float]:
+        """Test AUC per task."""
+        return task_aucs(labels, self.trainer.predict(test).numpy())  # host sync
 
 
 # ---- the peer's side --------------------------------------------------------------------------------------------
@@ -396,6 +471,8 @@ def peer_columns(dc: types.ModuleType, vocabs: list[int], dim: int) -> list[Any]
 
 def peer_model(dc: types.ModuleType, name: str, cols: list[Any], seed: int,
                dnn_cols: Optional[list[Any]] = None) -> torch.nn.Module:
+    """DeepCTR-Torch's ``name`` on ``cols`` (``dnn_cols`` in the DNN part when given), with ``BOTH_SIDES``'s
+    arguments (as lists)."""
     cls = getattr(dc.models, name)
     params = inspect.signature(cls.__init__).parameters
     kwargs: dict[str, Any] = {k: cols for k in ("linear_feature_columns", "dnn_feature_columns",
@@ -404,10 +481,15 @@ def peer_model(dc: types.ModuleType, name: str, cols: list[Any], seed: int,
         kwargs["dnn_feature_columns"] = dnn_cols
     if "seed" in params:
         kwargs["seed"] = seed
+    for k, v in BOTH_SIDES.get(name, {}).items():
+        kwargs[k] = list(v) if isinstance(v, tuple) else v
     return cls(device="cpu", **kwargs)
 
 
-def peer_x(d: Data) -> dict[str, np.ndarray]:
+def peer_x(d: Data | SeqData) -> dict[str, np.ndarray]:
+    """DeepCTR-Torch's input dict (column -> ``(N,)`` or ``(N, L)`` array) of the rows ``d``."""
+    if isinstance(d, SeqData):
+        return d.peer_x()
     x = {n: d.sparse[:, i] for i, n in enumerate(SPARSE_NAMES)}
     x.update({n: d.dense[:, i] for i, n in enumerate(DENSE_NAMES)})
     return x
@@ -427,15 +509,15 @@ class PeerRunner:
         self.batch = batch
         self.timing = Timing()
 
-    def _fit(self, d: Data) -> None:
+    def _fit(self, d: Data | SeqData) -> None:
         with contextlib.redirect_stdout(io.StringIO()):  # fit prints the device and "Train on ..." at verbose=0
             self.model.fit(peer_x(d), d.label, batch_size=self.batch, epochs=1, verbose=0, shuffle=False)
 
-    def warm(self, d: Data) -> None:
+    def warm(self, d: Data | SeqData) -> None:
         if len(d):
             self._fit(d)
 
-    def train_chunk(self, d: Data) -> float:
+    def train_chunk(self, d: Data | SeqData) -> float:
         t0 = time.perf_counter()
         self.stamps[:] = [t0]
         self._fit(d)
@@ -443,18 +525,28 @@ class PeerRunner:
         self.timing.add(len(d), dt, self.stamps[1:] if len(self.stamps) > 2 else self.stamps)
         return dt
 
-    def auc(self, test: Data) -> float:
+    def auc(self, test: Data | SeqData) -> list[float]:
+        """Test AUC per task."""
         with contextlib.redirect_stdout(io.StringIO()):
-            return auc(test.label, self.model.predict(peer_x(test), batch_size=8192))
+            return task_aucs(test.label, self.model.predict(peer_x(test), batch_size=8192))
 
 
-def run_pair(dc: types.ModuleType, name: str, cols: list[Any], cfg: dict[str, Any], schema: FeatureSchema,
-             env: DistEnv, variants: list[str], lr: float, seed: int, args: argparse.Namespace, train: Data,
-             test: Data, batches: list[CTRBatch], test_batches: list[CTRBatch]) -> dict[str, Any]:
+def auc_fields(aucs: list[float], task_names: tuple[str, ...]) -> dict[str, Any]:
+    """``{"auc": mean over tasks}``, plus ``"task_aucs"`` (task -> AUC) with several tasks."""
+    out: dict[str, Any] = {"auc": float(np.mean(aucs))}
+    if len(aucs) > 1:
+        out["task_aucs"] = dict(zip(task_names, aucs))
+    return out
+
+
+def run_pair(dc: types.ModuleType, name: str, ds: DataSet, cfg: dict[str, Any], env: DistEnv, variants: list[str],
+             lr: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Peer and every variant of ours trained side by side, chunk by chunk (``--chunk`` batches each, the order
     of the sides rotating per chunk), so that every side sees the same load on a shared machine. Each side's
     samples/s is the median over chunks of its chunk rate; the speed-up is the median over chunks of the paired
-    ratio peer chunk time / ours chunk time."""
+    ratio peer chunk time / ours chunk time. AUC: per task, and their mean."""
+    cols, schema, train, test = ds.cols, ds.schema, ds.train, ds.test
+    batches, test_batches = ds.batches, ds.test_batches
     row: dict[str, Any] = {"model": name, "lr": lr, "seed": seed, "ours": {}}
     B, W, C = args.batch, args.warmup, args.chunk
     sides: list[tuple[str, Any]] = []
@@ -514,18 +606,18 @@ def run_pair(dc: types.ModuleType, name: str, cols: list[Any], cfg: dict[str, An
         if key == "peer":
             a = call(key, lambda r=r: r.auc(test))
             if a is not None:
-                row["peer"] = {**r.timing.result(B), "auc": a}
+                row["peer"] = {**r.timing.result(B), **auc_fields(a, ds.task_names)}
         else:
             a = call(key, lambda r=r: r.auc(test_batches, test.label))
             if a is not None:
-                row["ours"][key] = {**r.timing.result(B), "auc": a}
+                row["ours"][key] = {**r.timing.result(B), **auc_fields(a, ds.task_names)}
                 if ratios[key]:
                     row["ours"][key]["speedup"] = float(np.median(ratios[key]))
     del sides
     return row
 
 
-def peer_step_rate(dc: types.ModuleType, name: str, cols: list[Any], lr: float, train: Data, batch: int,
+def peer_step_rate(dc: types.ModuleType, name: str, cols: list[Any], lr: float, train: Data | SeqData, batch: int,
                    steps: int, seed: int, dnn_cols: Optional[list[Any]] = None, warmup: int = 2) -> float:
     """DeepCTR's per-batch work on pre-built float batches (no DataLoader), on a fresh model; median-step
     samples/s."""
@@ -534,14 +626,14 @@ def peer_step_rate(dc: types.ModuleType, name: str, cols: list[Any], lr: float, 
     model = peer_model(dc, name, cols, seed, dnn_cols)
     model.train()
     opt = torch.optim.Adagrad(model.parameters(), lr=lr)
-    cols_np = [*(train.sparse[:, i] for i in range(N_SPARSE)), *(train.dense[:, i] for i in range(N_DENSE))]
-    order = list(model.feature_index)  # DeepCTR's column order of its input matrix
-    name_to_col = dict(zip(SPARSE_NAMES + DENSE_NAMES, cols_np))
+    order = list(model.feature_index)  # DeepCTR's column order of its input matrix (a history: L columns)
+    name_to_col = peer_x(train)
     xs, ys = [], []
     for s in range(warmup + steps):
         lo, hi = s * batch, (s + 1) * batch
-        xs.append(torch.from_numpy(np.stack([name_to_col[n][lo:hi] for n in order], 1).astype(np.float32)))  # (B, 39)
-        ys.append(torch.from_numpy(train.label[lo:hi]))
+        parts = [name_to_col[n][lo:hi].reshape(hi - lo, -1) for n in order]
+        xs.append(torch.from_numpy(np.concatenate(parts, 1).astype(np.float32)))  # (B, input columns)
+        ys.append(torch.from_numpy(train.label[lo:hi].reshape(hi - lo, -1)).squeeze(-1))  # (B,) | (B, T)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         y_pred = model(x).squeeze(-1)
@@ -606,27 +698,67 @@ def main() -> None:
     for m in [m for m in models if m not in both]:
         print(f"{m}: skipped (not in {'dist_ctr' if m not in MODEL_REGISTRY else 'deepctr_torch'})")
 
+    families = {family(m) for m in both}
     vocabs, vocab_src = vocabularies()
-    t0 = time.perf_counter()
-    data = make_data(args.train_rows + args.test_rows, vocabs, args.data_seed)
-    train, test = data.rows(0, args.train_rows), data.rows(args.train_rows, len(data))
-    gen_s = time.perf_counter() - t0
-    schema = our_schema(vocabs, args.dim)
-    batches = to_batches(train, args.batch)
-    test_batches = to_batches(test, 8192)
-    cols = peer_columns(dc, vocabs, args.dim)
+    datasets: dict[str, DataSet] = {}
+    lines: list[str] = []
+    n_train, n_all = args.train_rows, args.train_rows + args.test_rows
+    if families & {"flat", "multitask"}:
+        t0 = time.perf_counter()
+        data = make_data(n_all, vocabs, args.data_seed)
+        gen_s = time.perf_counter() - t0
+        cols = peer_columns(dc, vocabs, args.dim)
+        if "flat" in families:
+            train, test = data.rows(0, n_train), data.rows(n_train, n_all)
+            datasets["flat"] = DataSet("flat", train, test, our_schema(vocabs, args.dim), cols,
+                                       to_batches(train, args.batch), to_batches(test, 8192), ("label",),
+                                       task_aucs(test.label, test.prob))
+        ceiling = task_aucs(data.label[n_train:], data.prob[n_train:])[0]
+        lines.append(f"data: {args.train_rows:,} train / {args.test_rows:,} test rows (made in {gen_s:.1f} s), 26 "
+                     f"sparse ({vocab_src}; {sum(vocabs):,} rows in all), 13 dense; train CTR "
+                     f"{data.label[:n_train].mean():.3f}; AUC of the planted probability on the test rows (ceiling) "
+                     f"{ceiling:.4f}")
+        if "multitask" in families:
+            t0 = time.perf_counter()
+            mt = with_conversions(data, vocabs, args.data_seed)
+            train, test = mt.rows(0, n_train), mt.rows(n_train, n_all)
+            ds = DataSet("multitask", train, test, our_schema(vocabs, args.dim, MULTITASK_LABELS), cols,
+                         to_batches(train, args.batch), to_batches(test, 8192), MULTITASK_LABELS,
+                         task_aucs(test.label, test.prob))
+            datasets["multitask"] = ds
+            lines.append(f"multi-task data ({', '.join(MULTITASK_MODELS)}): the rows above with two labels (made in "
+                         f"{time.perf_counter() - t0:.1f} s): ctr (the label above) and ctcvr (click and convert; "
+                         f"conversion | click planted, correlated with the click, see scripts/peer_seq_data.py); "
+                         f"train rates {train.label.mean(0)[0]:.3f} / {train.label.mean(0)[1]:.3f}; ceiling "
+                         f"{ds.ceiling_text()}; AUC = mean of the per-task AUCs on both sides")
+    if "sequence" in families:
+        t0 = time.perf_counter()
+        sq = make_sequence_data(n_all, args.data_seed)
+        gen_s = time.perf_counter() - t0
+        train, test = sq.rows(0, n_train), sq.rows(n_train, n_all)
+        schema = seq_schema(sq, args.dim)
+        ds = DataSet("sequence", train, test, schema, seq_peer_columns(dc, sq, args.dim),
+                     seq_to_batches(train, schema, args.batch), seq_to_batches(test, schema, 8192), ("label",),
+                     task_aucs(test.label, test.prob))
+        datasets["sequence"] = ds
+        lines.append(f"sequence data ({', '.join(SEQUENCE_MODELS)}): {args.train_rows:,} train / {args.test_rows:,} "
+                     f"test rows (made in {gen_s:.1f} s): " + ", ".join(f"{k} ({v:,})" for k, v in sq.vocab.items())
+                     + ", " + ", ".join(f"{h} (on {t}'s table)" for h, t in sq.history_of.items())
+                     + f" with maxlen {sq.maxlen} (mean length {sq.seq_length.mean():.1f}), 1 dense (price); click "
+                     "planted on the recency-weighted share of the history in the target's category, a repeat of "
+                     f"the target and a category effect (scripts/peer_seq_data.py); train CTR "
+                     f"{train.label.mean():.3f}; ceiling {ds.ceiling_text()}; AUC of the planted part without the "
+                     f"history (target category, price): {task_aucs(test.label, test.base)[0]:.4f}")
     env = DistEnv()
     init_process_group(env)
-    ceiling = auc(test.label, test.prob)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
           f"(affinity {len(os.sched_getaffinity(0))}), load average {os.getloadavg()[0]:.2f}; torch {torch.__version__}, "
           f"intra-op threads {torch.get_num_threads()}, inter-op threads {torch.get_num_interop_threads()}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} (one process: same settings for both sides)")
     print(f"peer: deepctr_torch {dc.__version__} from {args.peer_dir}")
-    print(f"data: {args.train_rows:,} train / {args.test_rows:,} test rows (made in {gen_s:.1f} s), 26 sparse "
-          f"({vocab_src}; {sum(vocabs):,} rows in all), 13 dense; train CTR {train.label.mean():.3f}; "
-          f"AUC of the planted probability on the test rows (ceiling) {ceiling:.4f}")
+    for line in lines:
+        print(line)
     print(f"hyper-parameters: dim {args.dim}, batch {args.batch}, epochs {args.epochs}, no shuffle, first "
           f"{args.warmup} batches untimed; Adagrad lr {lrs} on both sides (peer: torch.optim.Adagrad over all "
           f"parameters, BCE summed over the batch; ours: fused <optimizer> on embeddings with eps {args.sparse_eps:g} "
@@ -641,14 +773,18 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     for name in both:
         cfg, changed = our_config(name, getattr(dc.models, name))
+        ds = datasets[family(name)]
         if changed:
             print(f"| {name} | | note: our config set to the peer's defaults: "
                   + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()) + " | | | | | |")
+        if name in BOTH_SIDES:
+            print(f"| {name} | | note: on both sides: "
+                  + ", ".join(f"{k} {v!r}" for k, v in BOTH_SIDES[name].items()) + " | | | | | |")
         for lr in lrs:
             for seed in seeds:
                 tag = f"{lr:g}" + (f" s{seed}" if len(seeds) > 1 else "")
-                row = run_pair(dc, name, cols, cfg, schema, env, variants, lr, seed, args, train, test, batches,
-                               test_batches)
+                row = run_pair(dc, name, ds, cfg, env, variants, lr, seed, args)
+                row["data"] = ds.family
                 if "note" in row:
                     print(f"| {name} | {tag} | note: {row['note']} | | | | |")
                 if "peer" in row:
@@ -656,7 +792,7 @@ def main() -> None:
                 else:
                     print(f"| {name} | {tag} | DeepCTR-Torch: {row.get('peer_error')} | | | | |", flush=True)
                 if args.peer_step_steps and "peer" in row:
-                    rate = peer_step_rate(dc, name, cols, lr, train, args.batch, args.peer_step_steps, seed,
+                    rate = peer_step_rate(dc, name, ds.cols, lr, ds.train, args.batch, args.peer_step_steps, seed,
                                           row.pop("peer_dnn_cols", None))
                     row["peer_step_samples_per_s"] = rate
                     print(f"| {name} | {tag} | DeepCTR-Torch model step, no DataLoader | (-; {rate:,.0f}) | | | |",
@@ -669,25 +805,45 @@ def main() -> None:
                         print_line(name, tag, f"ours {v}", r, row.get("peer"))
                 row.pop("peer_dnn_cols", None)
                 results.append(row)
-    print_summary(results, variants, ceiling)
+    print_summary(results, variants, {k: d.ceiling_text() for k, d in datasets.items()})
     if args.json:
+        first = next(iter(datasets.values()), None)
         meta = {"cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                "args": vars(args), "vocab_source": vocab_src, "auc_ceiling": ceiling}
+                "args": vars(args), "vocab_source": vocab_src,
+                "auc_ceiling": float(np.mean(first.ceilings)) if first is not None else None,
+                "data_sets": {k: {"auc_ceilings": dict(zip(d.task_names, d.ceilings))} for k, d in datasets.items()}}
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 
 
-def print_line(name: str, tag: str, side: str, r: dict[str, float], peer: Optional[dict[str, float]]) -> None:
+def task_text(aucs: dict[str, float]) -> str:
+    """`` (ctr 0.7712, ctcvr 0.8012)`` for several tasks."""
+    return " (" + ", ".join(f"{k} {v:.4f}" for k, v in aucs.items()) + ")"
+
+
+def mean_tasks(sides: list[dict[str, Any]]) -> dict[str, float]:
+    """Each task's AUC averaged over runs (empty for single-task runs)."""
+    if not sides or "task_aucs" not in sides[0]:
+        return {}
+    return {k: float(np.mean([s["task_aucs"][k] for s in sides])) for k in sides[0]["task_aucs"]}
+
+
+def print_line(name: str, tag: str, side: str, r: dict[str, Any], peer: Optional[dict[str, Any]]) -> None:
+    """One table row; with several tasks the AUC is their mean, the per-task AUCs (and dAUCs) in brackets."""
     speed = dauc = ""
     if peer is not None and "speedup" in r:
         speed = f"{r['speedup']:.2f}x ({r['pass_samples_per_s'] / peer['pass_samples_per_s']:.2f}x)"
         dauc = f"{r['auc'] - peer['auc']:+.4f}"
+        if "task_aucs" in r and "task_aucs" in peer:
+            dauc += " (" + ", ".join(f"{k} {v - peer['task_aucs'][k]:+.4f}" for k, v in r["task_aucs"].items()) + ")"
+    tasks = task_text(r["task_aucs"]) if "task_aucs" in r else ""
     print(f"| {name} | {tag} | {side} | {r['samples_per_s']:,.0f} ({r['pass_samples_per_s']:,.0f}; "
-          f"{r['median_step_samples_per_s']:,.0f}) | {speed} | {r['auc']:.4f} | {dauc} |", flush=True)
+          f"{r['median_step_samples_per_s']:,.0f}) | {speed} | {r['auc']:.4f}{tasks} | {dauc} |", flush=True)
 
 
-def print_summary(results: list[dict[str, Any]], variants: list[str], ceiling: float) -> None:
-    """The headline table (first variant) per (model, lr), over seeds: median samples/s and speed-up, mean AUC;
-    then the worst cases of every variant."""
+def print_summary(results: list[dict[str, Any]], variants: list[str], ceilings: dict[str, str]) -> None:
+    """The headline table (first variant) per (model, lr), over seeds: median samples/s and speed-up, mean AUC
+    (with several tasks: the mean over tasks, and each task's mean over seeds in brackets); then the worst cases
+    of every variant. ``ceilings``: data set -> its planted AUC, as text."""
     head = variants[0]
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for row in results:
@@ -704,11 +860,15 @@ def print_summary(results: list[dict[str, Any]], variants: list[str], ceiling: f
                 "pass_speedup": med(lambda r: r["ours"][v]["pass_samples_per_s"] / r["peer"]["pass_samples_per_s"]),
                 "peer_auc": float(np.mean([r["peer"]["auc"] for r in ok])),
                 "ours_auc": float(np.mean([r["ours"][v]["auc"] for r in ok])),
+                "peer_tasks": mean_tasks([r["peer"] for r in ok]),
+                "ours_tasks": mean_tasks([r["ours"][v] for r in ok]),
                 "dauc_sd": float(np.std([r["ours"][v]["auc"] - r["peer"]["auc"] for r in ok])), "n": len(ok)}
 
     n_seeds = max(len(g) for g in groups.values()) if groups else 0
+    ceiling = (f"AUC ceiling {next(iter(ceilings.values()))}" if len(ceilings) == 1
+               else "AUC ceilings: " + "; ".join(f"{k} {c}" for k, c in ceilings.items()))
     print(f"\nsummary (ours = {head}; samples/s = median chunk rate, speed-up = median paired chunk ratio with the "
-          f"whole-pass ratio in brackets; over {n_seeds} seed(s): median rates, mean AUC; AUC ceiling {ceiling:.4f}):")
+          f"whole-pass ratio in brackets; over {n_seeds} seed(s): median rates, mean AUC; {ceiling}):")
     print("| model | lr | peer samples/s | ours samples/s | speed-up | peer AUC | ours AUC | dAUC |")
     print("|---|---|---|---|---|---|---|---|")
     for (model, lr), rows in groups.items():
@@ -718,8 +878,10 @@ def print_summary(results: list[dict[str, Any]], variants: list[str], ceiling: f
             print(f"| {model} | {lr:g} | failed: {next((e for e in errs if e), '?')} | | | | | |")
             continue
         sd = f" (sd {a['dauc_sd']:.4f})" if a["n"] > 1 else ""
+        pt = task_text(a["peer_tasks"]) if a["peer_tasks"] else ""
+        ot = task_text(a["ours_tasks"]) if a["ours_tasks"] else ""
         print(f"| {model} | {lr:g} | {a['peer_rate']:,.0f} | {a['ours_rate']:,.0f} | {a['speedup']:.2f}x "
-              f"({a['pass_speedup']:.2f}x) | {a['peer_auc']:.4f} | {a['ours_auc']:.4f} | "
+              f"({a['pass_speedup']:.2f}x) | {a['peer_auc']:.4f}{pt} | {a['ours_auc']:.4f}{ot} | "
               f"{a['ours_auc'] - a['peer_auc']:+.4f}{sd} |")
     for v in variants:
         aggs = {k: agg(rows, v) for k, rows in groups.items()}
