@@ -118,6 +118,7 @@ from dist_ctr.data.batch import CTRBatch
 from dist_ctr.distributed.env import DistEnv, init_process_group
 from dist_ctr.models import MODEL_REGISTRY, build_model
 from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat
+from dist_ctr.sparse.arch import LINEAR_INIT_STD_SCALE
 from dist_ctr.train.engine import Trainer
 from dist_ctr.train.job import quiet_torchrec
 from peer_seq_data import (SEQ_TARGETS, SeqData, conversion_labels, make_sequence_data,  # scripts/ is on sys.path
@@ -401,7 +402,8 @@ def peer_style_init(trainer: Trainer, std: float) -> int:
 
     Writes the local shards of the DMP's sharded tables in place (at world size 1 these are views of the fused
     TBE weights), pooled (``EmbeddingBagCollection``) and sequence (``EmbeddingCollection``) tables alike. Our
-    "dim-1" linear tables are 4 columns summed, so each column gets ``std / 2`` (the sum has std ``std``); the
+    "dim-1" linear tables are read as the mean of 4 columns, so each column gets ``2 * std`` (the mean has std
+    ``std``; ``LINEAR_INIT_STD_SCALE``); the
     linear part's dense weight gets ``N(0, std)`` too, as in DeepCTR's ``Linear``. Returns the number of tables
     written.
     """
@@ -411,7 +413,7 @@ def peer_style_init(trainer: Trainer, std: float) -> int:
             part = ".embedding_bags." if ".embedding_bags." in key else ".embeddings."
             if part not in key or not hasattr(value, "local_shards"):
                 continue
-            s = std / 2 if key.split(part)[1].startswith("linear__") else std
+            s = std * LINEAR_INIT_STD_SCALE if key.split(part)[1].startswith("linear__") else std
             for shard in value.local_shards():
                 shard.tensor.normal_(0.0, s)
             n += 1

@@ -25,7 +25,7 @@ from torchrec.optim.keyed import CombinedOptimizer
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.optim import combined_optimizer, mark_fused_sparse
-from dist_ctr.sparse.init import embedding_init_std, table_init
+from dist_ctr.sparse.init import table_init, table_init_stds
 
 
 def quiet_torchrec() -> None:
@@ -88,11 +88,12 @@ def make_plan(module: nn.Module, env: DistEnv, sharding: dict[str, Any], batch_s
     return plan, sharders
 
 
-def init_embeddings(dmp: nn.Module, tables: list, seed: int, std: float | None = None) -> None:
+def init_embeddings(dmp: nn.Module, tables: list, seed: int, stds: dict[str, float | None] | None = None) -> None:
     """Write deterministic initial weights into every (sharded) table of ``dmp``, identical across shardings.
 
     ``tables`` are the TableSpecs taken from the module *before* sharding (DMP swaps the modules in place);
-    ``std`` is the model's embedding ``init_std`` (``None``: uniform, see :func:`dist_ctr.sparse.init.table_init`).
+    ``stds`` maps table names to their init std (:func:`dist_ctr.sparse.init.table_init_stds`; missing or ``None``:
+    uniform, see :func:`dist_ctr.sparse.init.table_init`).
     """
     from torch.distributed._shard.sharded_tensor import ShardedTensor
     from torch.distributed.tensor import DTensor
@@ -108,6 +109,7 @@ def init_embeddings(dmp: nn.Module, tables: list, seed: int, std: float | None =
             if tname not in by_name or ("embedding_bags." + tname not in key and "embeddings." + tname not in key):
                 continue
             t = by_name[tname]
+            std = (stds or {}).get(tname)
             written.add(tname)
             if isinstance(value, ShardedTensor):
                 for shard in value.local_shards():
@@ -149,7 +151,7 @@ def parallelize(
                          "sgd on CPU (adam works on CUDA)")
     mark_fused_sparse(task, sparse_optim)
     tables, _ = _table_specs(task)
-    std = embedding_init_std(task)
+    stds = table_init_stds(task)
     plan, sharders = make_plan(task, env, sharding or {}, batch_size, sparse_optim.name)
     dmp = DistributedModelParallel(
         module=task,
@@ -158,6 +160,6 @@ def parallelize(
         plan=plan,
         sharders=sharders,
     )
-    init_embeddings(dmp, tables, seed, std)
+    init_embeddings(dmp, tables, seed, stds)
     optimizer = combined_optimizer(dmp, dense_optim)
     return Parallelized(dmp=dmp, optimizer=optimizer, plan=plan)

@@ -24,7 +24,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.models.base import CTRModel
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
 from dist_ctr.sparse import LinearArch, SparseArch
-from dist_ctr.sparse.arch import LINEAR_DIM
+from dist_ctr.sparse.arch import LINEAR_DIM, mark_linear_tables
 
 __all__: list[str] = []  # private helpers; nothing re-exported by dist_ctr.models
 
@@ -106,7 +106,8 @@ class FeatureWeights(nn.Module):
 
     DeepCTR's dim-1 linear embedding, kept in the schema's order per feature (IFM / DIFM re-weight each feature's
     linear term; MLR needs ``K`` independent linear learners). Like :class:`~dist_ctr.sparse.LinearArch`, each
-    scalar is stored as ``LINEAR_DIM`` = 4 values that are summed (FBGEMM needs widths divisible by 4); the tables
+    scalar is stored as ``LINEAR_DIM`` = 4 values that are averaged (FBGEMM needs widths divisible by 4; the mean
+    trains like a dim-1 weight under Adagrad / Adam, and starts from ``N(0, init_std ** 2)``); the tables
     are ``K * 4`` wide and named ``table_prefix + embedding_name``, so distinct prefixes give distinct (and
     distinctly initialised) tables.
 
@@ -126,10 +127,11 @@ class FeatureWeights(nn.Module):
         self.num_features = len(names)
         self.num_outputs = int(num_outputs)
         self.arch = SparseArch(_widened(schema, LINEAR_DIM * self.num_outputs), names, table_prefix=table_prefix)
+        mark_linear_tables(self.arch)
 
     def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
         flat = self.arch(features).pooled_flat  # (B, F * K * 4)
-        return flat.view(-1, self.num_features, self.num_outputs, LINEAR_DIM).sum(dim=-1)  # (B, F, K)
+        return flat.view(-1, self.num_features, self.num_outputs, LINEAR_DIM).mean(dim=-1)  # (B, F, K)
 
 
 class TaskOutput(nn.Module):

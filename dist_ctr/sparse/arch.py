@@ -39,10 +39,19 @@ from torchrec import (
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
-from dist_ctr.sparse.init import embedding_init_std, table_init
+from dist_ctr.sparse.init import table_init, table_init_stds
 
 META = torch.device("meta")
 LINEAR_DIM = 4  # width of the linear (wide) tables; see LinearArch
+# Init std multiplier of the linear tables: the mean of LINEAR_DIM columns drawn N(0, (2 s)^2) is N(0, s^2).
+LINEAR_INIT_STD_SCALE = LINEAR_DIM**0.5
+
+
+def mark_linear_tables(module: nn.Module) -> None:
+    """Tag every TorchRec collection in ``module`` as holding linear (``LINEAR_DIM``-wide, column-mean) tables."""
+    for m in module.modules():
+        if isinstance(m, (EmbeddingBagCollection, EmbeddingCollection)):
+            m.init_std_scale = LINEAR_INIT_STD_SCALE  # read by dist_ctr.sparse.init.table_init_stds
 
 
 @dataclass
@@ -229,8 +238,12 @@ class LinearArch(nn.Module):
     Multi-valued features are pooled with their combiner (``max`` is taken as ``mean`` for the linear tables).
 
     FBGEMM's fused kernels need table widths divisible by 4, so each "dim-1" weight is stored as a width-4 row
-    whose four values are summed: the same function class as DeepCTR's dim-1 linear embedding, at 4 parameters
-    per id (``LINEAR_DIM``). The memory cost is ``4 / D`` of the main tables.
+    whose four values are averaged (``LINEAR_DIM``; memory ``4 / D`` of the main tables). The mean, not the sum,
+    keeps the training dynamics of DeepCTR's dim-1 weight under scale-invariant optimizers (Adagrad, row-wise
+    Adagrad, Adam): each column's gradient is ``g / 4`` and its normalised step equals the dim-1 weight's, so the
+    mean moves exactly as that weight would (a sum would move 4x faster). Columns start from ``N(0, (2 s) ** 2)``
+    so the mean is DeepCTR's ``N(0, s ** 2)`` (``s`` = ``init_std``). (Plain SGD, not scale-invariant, moves the
+    mean at 1/4 of the dim-1 weight's speed.)
     """
 
     def __init__(self, schema: FeatureSchema, feature_names: Iterable[str] | None = None,
@@ -251,6 +264,8 @@ class LinearArch(nn.Module):
                                            name=table_prefix + tname, feature_names=[f.name for f in tfeats],
                                            pooling=pooling))
         self.ebc: Optional[EmbeddingBagCollection] = EmbeddingBagCollection(tables=cfgs, device=META) if cfgs else None
+        if self.ebc is not None:
+            mark_linear_tables(self.ebc)
         # Column mask selecting the chosen dense features out of the schema's dense tensor.
         cols: list[int] = []
         start = 0
@@ -266,7 +281,8 @@ class LinearArch(nn.Module):
         B = dense.shape[0]  # a KJT with no keys has stride 0
         logit = dense.new_zeros(B, 1)  # (B, 1)
         if self.ebc is not None:
-            logit = logit + self.ebc(features).values().sum(dim=1, keepdim=True)  # (B, F * 4) -> (B, 1)
+            w = self.ebc(features).values()  # (B, F * 4)
+            logit = logit + w.sum(dim=1, keepdim=True) * (1.0 / LINEAR_DIM)  # (B, 1): sum over F of the column means
         if self.dense_weight is not None:
             x = dense if self._all_dense else dense.index_select(1, self._dense_cols)  # (B, n)
             logit = logit + self.dense_weight(x)  # (B, 1)
@@ -277,22 +293,22 @@ def materialize(module: nn.Module, device: torch.device | str = "cpu", seed: int
     """Allocate and initialise the meta-built embedding tables of ``module`` on ``device`` (unsharded use).
 
     Only TorchRec embedding modules are built on ``meta`` (dense layers are ordinary CPU modules). Tables get
-    :func:`dist_ctr.sparse.init.table_init` with ``seed`` and the model's ``init_std`` (see
-    :func:`dist_ctr.sparse.init.embedding_init_std`): the same weights the sharded engine starts from.
+    :func:`dist_ctr.sparse.init.table_init` with ``seed`` and each table's std (the model's ``init_std``, see
+    :func:`dist_ctr.sparse.init.table_init_stds`): the same weights the sharded engine starts from.
     """
     dev = torch.device(device)
-    std = embedding_init_std(module)
+    stds = table_init_stds(module)
     for m in module.modules():
         if isinstance(m, EmbeddingBagCollection) and any(p.is_meta for p in m.parameters()):
             m.to_empty(device=dev)
             with torch.no_grad():
                 for c in m.embedding_bag_configs():
                     m.embedding_bags[c.name].weight.copy_(
-                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings, std))
+                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings, stds[c.name]))
         elif isinstance(m, EmbeddingCollection) and any(p.is_meta for p in m.parameters()):
             m.to_empty(device=dev)
             with torch.no_grad():
                 for c in m.embedding_configs():
                     m.embeddings[c.name].weight.copy_(
-                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings, std))
+                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings, stds[c.name]))
     return module.to(dev)

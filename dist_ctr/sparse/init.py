@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["BLOCK_ROWS", "embedding_init_std", "table_init"]
+__all__ = ["BLOCK_ROWS", "embedding_init_std", "table_init", "table_init_stds"]
 
 BLOCK_ROWS = 65_536
 
@@ -39,6 +39,28 @@ def embedding_init_std(module: nn.Module) -> Optional[float]:
                 raise ValueError(f"{type(m).__name__}: init_std must be > 0, got {std}")
             return float(std)
     return None
+
+
+def table_init_stds(module: nn.Module) -> dict[str, Optional[float]]:
+    """Per-table init std of every TorchRec table in ``module`` (unsharded): the model's ``init_std`` times the
+    collection's ``init_std_scale`` attribute (default 1; the linear parts' 4-wide tables, read as the mean of their
+    4 columns, use 2 so the scalar they hold is ``N(0, init_std ** 2)``). ``None`` values mean uniform init.
+    """
+    from torchrec import EmbeddingBagCollection, EmbeddingCollection
+
+    std = embedding_init_std(module)
+    out: dict[str, Optional[float]] = {}
+    for m in module.modules():
+        if isinstance(m, EmbeddingBagCollection):
+            names = [c.name for c in m.embedding_bag_configs()]
+        elif isinstance(m, EmbeddingCollection):
+            names = [c.name for c in m.embedding_configs()]
+        else:
+            continue
+        scale = float(getattr(m, "init_std_scale", 1.0))
+        for n in names:
+            out[n] = None if std is None else std * scale
+    return out
 
 
 def table_init(seed: int, table: str, rows: int, dim: int, row_start: int, row_end: int,

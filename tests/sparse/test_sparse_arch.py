@@ -86,7 +86,8 @@ def test_linear_arch_equals_sum_of_weights(schema):
     lin = materialize(LinearArch(schema), seed=0)
     dense = torch.tensor([[1.0, 2.0], [0.5, -1.0]])
     got = lin(dense, _kjt())
-    w = {c.name: lin.ebc.embedding_bags[c.name].weight.sum(1) for c in lin.ebc.embedding_bag_configs()}
+    # each id's scalar weight is the mean of its 4 stored columns
+    w = {c.name: lin.ebc.embedding_bags[c.name].weight.mean(1) for c in lin.ebc.embedding_bag_configs()}
     row0 = (w["linear__t"][1] + w["linear__b"][[3, 1, 5]].mean() + w["linear__t"][4] + w["linear__u"][[1, 2, 3, 4]].mean()
             + w["linear__u"][7] + w["linear__m"][[2, 8]].mean())
     row0 = row0 + dense[0] @ lin.dense_weight.weight[0]
@@ -108,3 +109,45 @@ def test_materialize_is_deterministic_and_in_range(schema):
         assert not torch.equal(p, r), n
         bound = (1.0 / p.shape[0]) ** 0.5
         assert p.abs().max() <= bound and p.std() > bound / 4, n
+
+
+class _WithInitStd(torch.nn.Module):
+    def __init__(self, schema: FeatureSchema, std: float) -> None:
+        super().__init__()
+        self.embedding_init_std = std
+        self.sparse = SparseArch(schema)
+        self.linear = LinearArch(schema)
+
+
+def test_linear_weights_start_from_deepctr_init_std():
+    """The scalar a linear row holds (mean of 4 columns) is N(0, init_std^2), like the main tables' values."""
+    schema = FeatureSchema((SparseFeat("a", 20_000, 8),))
+    m = materialize(_WithInitStd(schema, 0.01), seed=0)
+    scalar = m.linear.ebc.embedding_bags["linear__a"].weight.mean(1)  # (20000,)
+    main = m.sparse.ebc.embedding_bags["a"].weight  # (20000, 8)
+    assert abs(float(scalar.std()) - 0.01) < 0.0005 and abs(float(main.std()) - 0.01) < 0.0005
+
+
+def test_linear_arch_trains_like_a_dim1_weight_under_adagrad():
+    """Adagrad on the 4 stored columns moves their mean exactly as Adagrad moves DeepCTR's dim-1 weight."""
+    schema = FeatureSchema((SparseFeat("a", 30, 4), SparseFeat("b", 20, 4)))
+    lin = materialize(LinearArch(schema), seed=1)
+    tables = {c.name: lin.ebc.embedding_bags[c.name].weight for c in lin.ebc.embedding_bag_configs()}
+    ref = {n: torch.nn.Parameter(w.detach().mean(1).clone()) for n, w in tables.items()}  # (V,) dim-1 weights
+    opt = torch.optim.Adagrad(list(tables.values()), lr=0.3)
+    opt_ref = torch.optim.Adagrad(list(ref.values()), lr=0.3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        a, b = torch.randint(0, 30, (16,), generator=g), torch.randint(0, 20, (16,), generator=g)
+        y = torch.randn(16, generator=g)
+        kjt = KeyedJaggedTensor.from_lengths_sync(["a", "b"], torch.cat([a, b]), torch.ones(32, dtype=torch.int32))
+        loss = (lin(torch.zeros(16, 0), kjt)[:, 0] - y).pow(2).mean()
+        loss_ref = (ref["linear__a"][a] + ref["linear__b"][b] - y).pow(2).mean()
+        torch.testing.assert_close(loss, loss_ref)
+        for o, l in ((opt, loss), (opt_ref, loss_ref)):
+            o.zero_grad()
+            l.backward()
+            o.step()
+    for n, w in tables.items():
+        torch.testing.assert_close(w.detach().mean(1), ref[n].detach(), rtol=1e-5, atol=1e-6)
+        assert not torch.equal(w.detach().mean(1), w.detach()[:, 0])  # the columns really differ
