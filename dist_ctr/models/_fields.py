@@ -184,7 +184,7 @@ class FieldModel(CTRModel):
             names = None if linear_feature_names is None else list(linear_feature_names)  # type: ignore[arg-type]
             if names is not None:
                 split_features(self.schema, names, model, "linear_feature_names")  # validates the names
-            self.linear = LinearArch(self.schema, names)
+            self.linear = LinearArch(self.schema, names, init_std=self.embedding_init_std)
             if self.linear.dense_weight is not None:
                 self.register_l2(l2_reg_linear, self.linear.dense_weight.parameters())
         self.out = TaskOutput(self.num_tasks)

@@ -85,7 +85,8 @@ class _CrossDeep(CTRModel):
         self.config = cfg
         if cfg.cross_num < 0:
             raise ValueError(f"{name}: cross_num must be >= 0, got {cfg.cross_num}")
-        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"))
+        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"),
+                                 init_std=self.embedding_init_std)
         inputs = DeepInputs(schema, cfg.dnn_feature_names)
         use_dnn = len(cfg.dnn_hidden_units) > 0
         use_cross = cfg.cross_num > 0

@@ -68,7 +68,8 @@ class DeepFM(CTRModel):
     def __init__(self, schema: FeatureSchema, config: DeepFMConfig = DeepFMConfig()) -> None:
         super().__init__(schema)
         cfg = self.config = config
-        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"))
+        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"),
+                                 init_std=self.embedding_init_std)
         inputs = DeepInputs(schema, cfg.dnn_feature_names)
         self.use_fm = cfg.use_fm and inputs.num_fields > 0
         self.use_dnn = len(cfg.dnn_hidden_units) > 0 and inputs.output_dim > 0

@@ -62,7 +62,7 @@ class _InputAwareFM(FieldModel):
             raise ValueError(f"{name}: linear sparse feature(s) {extra} are not deep sparse features; the refined "
                              "linear part re-weights the deep sparse features only")
         self.linear_weights = FeatureWeights(self.schema, self.sparse_names, 1, "linear__")
-        self.linear = LinearArch(self.schema, lin_dense)
+        self.linear = LinearArch(self.schema, lin_dense, init_std=self.embedding_init_std)
         if self.linear.dense_weight is not None:
             self.register_l2(config.l2_reg_linear, self.linear.dense_weight.parameters())
         self.fm = FM()

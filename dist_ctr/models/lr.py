@@ -36,7 +36,7 @@ class LogisticRegression(CTRModel):
         self.config = config
         if self.num_tasks != 1:
             raise ValueError("LogisticRegression is single-task; use a multi-task model for several labels")
-        self.linear = LinearArch(schema, config.linear_feature_names)
+        self.linear = LinearArch(schema, config.linear_feature_names, init_std=self.embedding_init_std)
         self.out = PredictionLayer("binary")
         if self.linear.dense_weight is not None:
             self.register_l2(config.l2_reg_linear, self.linear.dense_weight.parameters())

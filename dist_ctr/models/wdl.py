@@ -126,7 +126,8 @@ class WDL(CTRModel):
     def __init__(self, schema: FeatureSchema, config: WDLConfig = WDLConfig()) -> None:
         super().__init__(schema)
         cfg = self.config = config
-        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"))
+        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"),
+                                 init_std=self.embedding_init_std)
         self.inputs: Optional[DeepInputs] = None
         self.dnn: Optional[DNN] = None
         inputs = DeepInputs(schema, cfg.dnn_feature_names)

@@ -72,7 +72,8 @@ class xDeepFM(CTRModel):  # noqa: N801 (DeepCTR's name)
     def __init__(self, schema: FeatureSchema, config: xDeepFMConfig = xDeepFMConfig()) -> None:
         super().__init__(schema)
         cfg = self.config = config
-        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"))
+        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"),
+                                 init_std=self.embedding_init_std)
         inputs = DeepInputs(schema, cfg.dnn_feature_names)
         self.use_cin = len(cfg.cin_layer_size) > 0 and inputs.num_fields > 0
         self.use_dnn = len(cfg.dnn_hidden_units) > 0 and inputs.output_dim > 0

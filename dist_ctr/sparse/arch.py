@@ -233,6 +233,8 @@ class LinearArch(nn.Module):
         schema (FeatureSchema): the features.
         feature_names (Iterable[str] | None): linear feature columns (default: all features of the schema).
         table_prefix (str): prefix of the table names (distinct prefixes give distinct tables and initial weights).
+        init_std (float | None): the dense weight starts from ``N(0, init_std ** 2)`` as in DeepCTR's ``Linear``
+            (models pass their config's ``init_std``); ``None``: torch's default ``nn.Linear`` init.
 
     Call: ``forward(dense: Tensor (B, n_dense), features: KeyedJaggedTensor) -> Tensor (B, 1)``.
     Multi-valued features are pooled with their combiner (``max`` is taken as ``mean`` for the linear tables).
@@ -247,7 +249,7 @@ class LinearArch(nn.Module):
     """
 
     def __init__(self, schema: FeatureSchema, feature_names: Iterable[str] | None = None,
-                 table_prefix: str = "linear__") -> None:
+                 table_prefix: str = "linear__", init_std: Optional[float] = None) -> None:
         super().__init__()
         names = list(feature_names) if feature_names is not None else [f.name for f in schema.features]
         sparse = [n for n in names if n in set(schema.sparse_names)]
@@ -276,6 +278,8 @@ class LinearArch(nn.Module):
         self.register_buffer("_dense_cols", torch.tensor(cols, dtype=torch.long), persistent=False)
         self._all_dense = cols == list(range(schema.n_dense))
         self.dense_weight: Optional[nn.Linear] = nn.Linear(len(cols), 1, bias=False) if cols else None
+        if self.dense_weight is not None and init_std is not None:
+            nn.init.normal_(self.dense_weight.weight, mean=0.0, std=init_std)
 
     def forward(self, dense: torch.Tensor, features: KeyedJaggedTensor) -> torch.Tensor:
         B = dense.shape[0]  # a KJT with no keys has stride 0
