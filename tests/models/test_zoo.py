@@ -75,10 +75,17 @@ def _loss(model: CTRModel, schema: FeatureSchema, batch: CTRBatch) -> torch.Tens
     return loss
 
 
+class GradientMissing(AssertionError):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"no gradient reached {names}")
+        self.names = set(names)
+
+
 def _assert_every_parameter_has_gradient(model: CTRModel) -> None:
     missing = [n for n, p in model.named_parameters()
                if p.requires_grad and (p.grad is None or not bool(p.grad.abs().sum() > 0))]  # host sync
-    assert not missing, f"no gradient reached {missing}"
+    if missing:
+        raise GradientMissing(missing)
 
 
 def _check_forward_backward(name: str, schema: FeatureSchema, model: CTRModel, batch: CTRBatch) -> None:
@@ -103,9 +110,26 @@ def _check_forward_backward(name: str, schema: FeatureSchema, model: CTRModel, b
 # ---- every registered model ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_forward_shape_and_gradient_on_every_parameter(name, schema_factory, model_factory, batch_builder):
+    """Wiring: every parameter gets a nonzero gradient from some initialisation.
+
+    One init can leave a parameter without gradient by chance: FiBiNET's SENET squeeze on this 5-field schema has
+    one hidden unit, and when the signs drawn for its excitation weights zero four of the five fields through the
+    final ReLU, every bilinear product (and so every gradient into the squeeze) is 0. So each parameter must get a
+    gradient under at least one of three init seeds; a parameter cut off from the loss never does.
+    """
     schema = _schema(name, schema_factory)
-    model = _model(name, schema, model_factory)
-    _check_forward_backward(name, schema, model, batch_builder(schema, 8, seed=1, mode="full"))
+    batch = batch_builder(schema, 8, seed=1, mode="full")
+    missing: set[str] | None = None
+    for seed in range(3):
+        model = _model(name, schema, model_factory, seed)
+        try:
+            _check_forward_backward(name, schema, model, batch)
+            return
+        except GradientMissing as e:
+            missing = e.names if missing is None else missing & e.names
+            if not missing:
+                return
+    raise AssertionError(f"no gradient reached {sorted(missing or ())} under init seeds 0, 1, 2")
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
