@@ -21,6 +21,11 @@ SHARDINGS = {
                     "tables": {t: {"sharding_types": ["column_wise"]} for t in ("u", "i", "c")}},
 }
 
+# AFN's log-transform layer computes exp(BN(log|e|) W): float32 rounding in the batch statistics (summed in another
+# order over 2 ranks) grows to ~3e-4 relative by step 4; per-rank statistics are off by 1.4e-2 to 6e-2
+# (test_per_rank_batchnorm_breaks_equivalence), so 2e-3 still tells them apart.
+REL_TOL = {"AFN": 2e-3}
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sharding", list(SHARDINGS))
@@ -35,7 +40,7 @@ def test_two_processes_match_one(sharding):
     for name in models:
         a, b = one["losses"][name], two[0]["losses"][name]
         assert len(a) == 4
-        if b != pytest.approx(a, rel=2e-4, abs=2e-5):
+        if b != pytest.approx(a, rel=REL_TOL.get(name, 2e-4), abs=2e-5):
             bad.append(f"{name}: 1 process {a} vs 2 processes {b}")
     assert not bad, "\n".join(bad)
     if sharding == "column_wise":
@@ -48,7 +53,8 @@ def test_per_rank_batchnorm_breaks_equivalence():
     cfg = SHARDINGS["table_wise"]
     one = spawn(run_many, 1, ["AFN"], cfg, 3, 16, False)[0]["losses"]["AFN"]
     two = spawn(run_many, 2, ["AFN"], cfg, 3, 16, False)[0]["losses"]["AFN"]
-    assert two != pytest.approx(one, rel=2e-4, abs=2e-5)  # the first forward already normalises differently
+    # the first forward already normalises differently; every step is off by more than AFN's tolerance
+    assert all(abs(a - b) > 2 * REL_TOL["AFN"] * abs(a) for a, b in zip(one, two)), (one, two)
 
 
 def test_every_registered_model_is_covered():
