@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -59,7 +58,7 @@ class GlobalBatchNorm(_BatchNorm):
         self._check_input_dim(x)
         use_batch_stats = self.training or not self.track_running_stats
         if not use_batch_stats or self._world_size() == 1:
-            return self._local(x)
+            return super().forward(x)  # torch's batch norm: running stats, momentum and counter as usual
         return self._global(x)
 
     def _momentum_factor(self) -> float:
@@ -69,13 +68,6 @@ class GlobalBatchNorm(_BatchNorm):
         assert self.num_batches_tracked is not None
         self.num_batches_tracked.add_(1)
         return 1.0 / float(self.num_batches_tracked) if self.momentum is None else float(self.momentum)
-
-    def _local(self, x: torch.Tensor) -> torch.Tensor:
-        factor = self._momentum_factor()
-        use_batch_stats = self.training or not self.track_running_stats
-        return F.batch_norm(x, self.running_mean if not self.training or self.track_running_stats else None,
-                            self.running_var if not self.training or self.track_running_stats else None,
-                            self.weight, self.bias, use_batch_stats, factor, self.eps)
 
     def _global(self, x: torch.Tensor) -> torch.Tensor:
         from torch.distributed.nn.functional import all_reduce
@@ -87,11 +79,12 @@ class GlobalBatchNorm(_BatchNorm):
         n_local = x.numel() // C if C else 0
         # (C + 1,): per-channel sums and the row count, summed over ranks (gradients flow back to every rank).
         head = torch.cat([xf.sum(dims), xf.new_full((1,), float(n_local))])
-        head = all_reduce(head, group=self.group or dist.group.WORLD)
+        group = self.group or dist.group.WORLD
+        head = all_reduce(head, group=group)
         count = head[C]  # a tensor: no host sync on accelerators
         mean = head[:C] / count  # (C,)
         centred = xf - mean.view(shape)
-        sq = all_reduce(centred.pow(2).sum(dims), group=self.group or dist.group.WORLD)
+        sq = all_reduce(centred.pow(2).sum(dims), group=group)
         var = sq / count  # biased, as used for normalisation
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
