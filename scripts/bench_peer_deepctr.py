@@ -93,6 +93,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import dataclasses
 import importlib.machinery
@@ -144,6 +145,12 @@ PEER_CTOR_SKIP = {"linear_feature_columns", "dnn_feature_columns", "region_featu
 # Arguments set on both sides (the peer gets lists): the targets of the sequence models, DIEN's interest evolving.
 BOTH_SIDES = {"DIN": {"history_feature_list": SEQ_TARGETS},
               "DIEN": {"history_feature_list": SEQ_TARGETS, "gru_type": "AUGRU"}}
+SET_BOTH: dict[str, Any] = {}  # ``--set KEY=VALUE``: applied to every model on both sides whose constructor takes KEY
+
+
+def both_sides(name: str, accepted: Any) -> dict[str, Any]:
+    """``BOTH_SIDES[name]`` plus the ``--set`` arguments whose key is in ``accepted``."""
+    return {**BOTH_SIDES.get(name, {}), **{k: v for k, v in SET_BOTH.items() if k in accepted}}
 
 
 # ---- the peer's import shims ------------------------------------------------------------------------------------
@@ -372,7 +379,7 @@ def our_config(name: str, peer_cls: type) -> tuple[dict[str, Any], dict[str, tup
         ours = fields[k].default
         if ours is not dataclasses.MISSING and (tuple(ours) if isinstance(ours, list) else ours) != v:
             changed[k] = (ours, v)
-    cfg.update(BOTH_SIDES.get(name, {}))
+    cfg.update(both_sides(name, fields))
     return cfg, changed
 
 
@@ -483,7 +490,7 @@ def peer_model(dc: types.ModuleType, name: str, cols: list[Any], seed: int,
         kwargs["dnn_feature_columns"] = dnn_cols
     if "seed" in params:
         kwargs["seed"] = seed
-    for k, v in BOTH_SIDES.get(name, {}).items():
+    for k, v in both_sides(name, params).items():
         kwargs[k] = list(v) if isinstance(v, tuple) else v
     return cls(device="cpu", **kwargs)
 
@@ -678,9 +685,20 @@ def main() -> None:
     ap.add_argument("--seeds", default="1024", help="comma-separated model seeds (peer: its `seed` argument; "
                     "ours: torch.manual_seed + the Trainer's table seed); the summary averages AUC over them")
     ap.add_argument("--data-seed", type=int, default=7)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a constructor argument set on both sides for every model that takes it (VALUE a Python "
+                    "literal, e.g. --set l2_reg_embedding=0); repeatable")
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--quick", action="store_true", help=f"smoke run: {','.join(QUICK_MODELS)}, 60k/20k rows")
     args = ap.parse_args()
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set: {item!r} is not KEY=VALUE")
+        try:
+            SET_BOTH[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise SystemExit(f"--set {key}: {value!r} is not a Python literal") from None
     if args.quick:
         args.train_rows, args.test_rows = min(args.train_rows, 60_000), min(args.test_rows, 20_000)
         args.models = args.models or ",".join(QUICK_MODELS)

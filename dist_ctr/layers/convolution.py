@@ -58,16 +58,21 @@ class KMaxPooling(nn.Module):
 
 
 class FieldConv2d(nn.Conv2d):
-    """``Conv2d`` with a ``(width, 1)`` kernel, stride 1 and TensorFlow "same" padding along the field axis
-    (DeepCTR-Torch's ``Conv2dSame`` for this case; Xavier-uniform weights, zero bias).
+    """``Conv2d`` with a ``(width, 1)`` kernel, stride 1 and TensorFlow "same" padding along the field axis.
+
+    Xavier-uniform weights. The bias follows the library the layer comes from: ``zero_bias=False`` keeps torch's
+    ``Conv2d`` default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, as DeepCTR-Torch's ``Conv2dSame`` (CCPM) does;
+    ``zero_bias=True`` starts it at 0, as Keras's ``Conv2D`` in DeepCTR (FGCNN). With embeddings at ``init_std``
+    1e-4 the bias is what the tanh sees at first, so it changes how training starts.
 
     Call: ``forward(x: Tensor (B, C_in, F, D)) -> Tensor (B, C_out, F, D)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, width: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, width: int, zero_bias: bool = False) -> None:
         super().__init__(in_channels, out_channels, kernel_size=(width, 1), stride=1, padding=0, bias=True)
         nn.init.xavier_uniform_(self.weight)
-        nn.init.zeros_(self.bias)
+        if zero_bias:
+            nn.init.zeros_(self.bias)
         self.pad = (0, 0, (width - 1) // 2, width - 1 - (width - 1) // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +151,7 @@ class FGCNNLayer(nn.Module):
         rows, in_ch = int(field_size), 1
         for c, w, m, p in zip(filters, kernel_width, new_maps, pooling_width):
             p = max(1, min(int(p), rows))
-            self.convs.append(FieldConv2d(in_ch, c, w))
+            self.convs.append(FieldConv2d(in_ch, c, w, zero_bias=True))
             self.pools.append(nn.MaxPool2d(kernel_size=(p, 1)))
             rows = rows // p
             self.dense.append(nn.Linear(c * rows * embedding_size, m * rows * embedding_size))

@@ -59,7 +59,12 @@ class DNN(nn.Module):
         activation (str): see :func:`activation_layer`.
         dropout_rate (float): dropout after each activation.
         use_bn (bool): batch norm before each activation.
-        init_std (float): normal init std of the weights (DeepCTR's ``init_std``); biases start at 0.
+        init_std (float): normal init std of the weights (DeepCTR's ``init_std``).
+        zero_bias (bool): biases start at 0, as Keras's ``Dense`` in DeepCTR (the TensorFlow library: BST, DSIN,
+            FGCNN, FwFM, FLEN). Default ``False``: ``nn.Linear``'s ``U(-1/sqrt(N_in), 1/sqrt(N_in))``, as
+            DeepCTR-Torch's ``DNN`` (it re-draws only the weights). With weights at 1e-4 the biases are what the
+            activations see at first, so this choice shapes early training; narrow ReLU layers started this way
+            can lose every unit (a dead tower), in DeepCTR-Torch as here.
 
     Call: ``forward(x: Tensor (B, N)) -> Tensor (B, H_k)`` (also ``(..., N) -> (..., H_k)`` without BN).
     """
@@ -72,11 +77,13 @@ class DNN(nn.Module):
         dropout_rate: float = 0.0,
         use_bn: bool = False,
         init_std: float = 1e-4,
+        zero_bias: bool = False,
     ) -> None:
         super().__init__()
         dims = [int(inputs_dim)] + [int(h) for h in hidden_units]
         self.output_dim = dims[-1]
         self.init_std = init_std
+        self.zero_bias = zero_bias
         layers: list[nn.Module] = []
         for i in range(len(hidden_units)):
             layers.append(nn.Linear(dims[i], dims[i + 1]))
@@ -91,8 +98,10 @@ class DNN(nn.Module):
     def reset_parameters(self) -> None:
         for m in self.layers:
             if isinstance(m, nn.Linear):
+                m.reset_parameters()  # nn.Linear's default bias init
                 nn.init.normal_(m.weight, mean=0.0, std=self.init_std)
-                nn.init.zeros_(m.bias)
+                if self.zero_bias:
+                    nn.init.zeros_(m.bias)
 
     def weights(self) -> list[torch.Tensor]:
         """Linear weight matrices (targets of ``l2_reg_dnn``)."""

@@ -41,7 +41,8 @@ class ParallelLinear(nn.Module):
         num_parallel (int): ``K``.
         out_features (int): ``H``.
         bias (bool): learn ``b_k``.
-        init_std (float | None): normal init std of ``W``; ``None`` is ``nn.Linear``'s default init.
+        init_std (float | None): normal init std of ``W``; ``None`` is ``nn.Linear``'s default init. The bias is
+            always ``nn.Linear``'s default ``U(-1/sqrt(N), 1/sqrt(N))``.
 
     Call: ``forward(x: Tensor (B, N) | (B, K, N)) -> Tensor (B, K, H)`` (a 2-d input is shared by all members).
     """
@@ -56,14 +57,12 @@ class ParallelLinear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
         if self.init_std is not None:
             nn.init.normal_(self.weight, mean=0.0, std=self.init_std)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
-            return
-        bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
+        else:
+            nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:  # nn.Linear's default bias either way (DeepCTR-Torch's DNN keeps it, see DNN)
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,8 @@ class BST(CTRModel):
                                                        weight_normalization=True, embedding_dim=E,
                                                        init_std=None)
         n_in = self.inputs.n_dense + self.inputs.pooled_dim + E
-        self.dnn = DNN(n_in, cfg.dnn_hidden_units, cfg.dnn_activation, cfg.dnn_dropout, cfg.use_bn, cfg.init_std)
+        self.dnn = DNN(n_in, cfg.dnn_hidden_units, cfg.dnn_activation, cfg.dnn_dropout, cfg.use_bn, cfg.init_std,
+                       zero_bias=True)  # Keras Dense: zero biases (see DNN)
         self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
         self.out = TaskOutput(self.num_tasks)
         self.register_l2(cfg.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])

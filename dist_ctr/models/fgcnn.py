@@ -74,7 +74,8 @@ class FGCNN(FieldModel):
             total += self.fgcnn.new_feature_num
         self.inner = InnerProductLayer()
         self.dnn = DNN(total * D + total * (total - 1) // 2, config.dnn_hidden_units, config.dnn_activation,
-                       config.dnn_dropout, False, config.init_std)
+                       config.dnn_dropout, False, config.init_std,
+                       zero_bias=True)  # Keras Dense: zero biases (see DNN)
         self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
         self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
 

@@ -59,7 +59,8 @@ class FLEN(FieldModel):
         D = self.embedding_dim
         self.fwbi = FieldWiseBiInteraction(len(self.group_names), D)
         self.dnn = DNN(self.num_fields * D + self.dense_cols.width, config.dnn_hidden_units, config.dnn_activation,
-                       config.dnn_dropout, config.dnn_use_bn, config.init_std)
+                       config.dnn_dropout, config.dnn_use_bn, config.init_std,
+                       zero_bias=True)  # Keras Dense: zero biases (see DNN)
         self.dnn_linear = nn.Linear(D + self.dnn.output_dim, self.num_tasks, bias=False)
         self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
 

@@ -62,6 +62,19 @@ def test_conv_layer_follows_deepctr_k_schedule_and_ops():
     assert layer(x).shape == (2, 4, 3, 4)
 
 
+def test_conv_bias_init_follows_the_source_library():
+    """CCPM's convolutions keep torch's default bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as DeepCTR-Torch's
+    Conv2dSame (it re-draws only the weight); FGCNN's start at 0 as Keras's Conv2D in DeepCTR."""
+    torch.manual_seed(0)
+    ccpm = [m for m in ConvLayer(10, (6, 5), (64, 64)).conv_layer if isinstance(m, FieldConv2d)]
+    for conv, fan_in in zip(ccpm, (6 * 1, 5 * 64)):
+        bound = fan_in ** -0.5
+        assert float(conv.bias.abs().max()) <= bound
+        assert float(conv.bias.std()) == pytest.approx(bound / 3 ** 0.5, rel=0.35)
+    fgcnn = FGCNNLayer(6, 4, filters=(2, 3), kernel_width=(3, 3), new_maps=(2, 2), pooling_width=(2, 2))
+    assert all(float(c.bias.abs().sum()) == 0 for c in fgcnn.convs)
+
+
 def test_conv_layer_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="equal length"):
         ConvLayer(5, (3,), (2, 2))

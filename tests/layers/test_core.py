@@ -31,14 +31,18 @@ def test_dnn_equals_relu_of_affine_maps():
     torch.testing.assert_close(dnn(x), want)
 
 
-def test_dnn_init_std_and_zero_bias():
+def test_dnn_init_is_deepctr_torch_normal_weights_and_linear_default_bias():
     dnn = DNN(400, (300, 200), init_std=0.02)
     ws = dnn.weights()
     assert [tuple(w.shape) for w in ws] == [(300, 400), (200, 300)]
     for w in ws:
         assert float(w.std()) == pytest.approx(0.02, rel=0.05)
         assert abs(float(w.mean())) < 1e-3
-    assert all(float(m.bias.abs().sum()) == 0 for m in dnn.layers if isinstance(m, nn.Linear))
+    linears = [m for m in dnn.layers if isinstance(m, nn.Linear)]
+    for m, fan_in in zip(linears, (400, 300)):  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): std bound / sqrt(3)
+        bound = fan_in ** -0.5
+        assert float(m.bias.abs().max()) <= bound
+        assert float(m.bias.std()) == pytest.approx(bound / 3 ** 0.5, rel=0.2)
 
 
 def test_dnn_batch_norm_normalises_each_unit_in_training():
@@ -62,7 +66,7 @@ def test_dnn_dropout_only_in_training():
     a, b = dnn(x), dnn(x)
     assert torch.equal(a, b)
     l1, l2 = [m for m in dnn.layers if isinstance(m, nn.Linear)]
-    torch.testing.assert_close(a, torch.relu(torch.relu(x @ l1.weight.t()) @ l2.weight.t()))  # biases are 0
+    torch.testing.assert_close(a, torch.relu(torch.relu(x @ l1.weight.t() + l1.bias) @ l2.weight.t() + l2.bias))
     dnn.train()
     torch.manual_seed(0)
     c = dnn(x)

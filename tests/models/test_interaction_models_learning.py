@@ -12,6 +12,10 @@ defaults (8 fields, vocabulary 50, 10 rank-2 pairs) are out of reach at this siz
 Every model gets ``init_std=1e-3`` (``INIT``): with DeepCTR's default ``1e-4`` for embeddings *and* DNN weights,
 the second-order models (NFM, ONN, FiBiNET) stay near the origin for the ~190 steps this budget allows (held-out
 AUC = LR's), while at ``1e-3`` they reach 0.88-0.89. The default is kept everywhere else (it is DeepCTR's).
+
+CCPM trains at ``lr`` 1e-2 (``LR``): its convolutions start with DeepCTR-Torch's bias init (torch's default
+``U(+-1/sqrt(fan_in))``), so the tanh units start off the origin and the tiny embeddings move them slowly; at 5e-3
+it reaches 0.72 in this budget, at 1e-2 0.87 (6 epochs at 5e-3: 0.88).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tests.models.planted import PlantedData, auc, planted_interactions
 MARGIN = 0.05
 EPOCHS = 3
 INIT = {"init_std": 1e-3}
+LR = {"CCPM": 1e-2}  # Adam lr per model; 5e-3 otherwise
 SMALL = {"dnn_hidden_units": (64, 32)}
 CONFIGS: dict[str, dict] = {
     "CCPM": {"dnn_hidden_units": (64,), "conv_kernel_width": (3, 3), "conv_filters": (8, 8)},
@@ -89,7 +94,7 @@ def test_model_beats_logistic_regression_on_planted_interactions(case):
     d = _data()
     lr = _lr_auc()
     start = time.perf_counter()
-    got = _train_and_auc(name, CONFIGS[case], d)
+    got = _train_and_auc(name, CONFIGS[case], d, lr=LR.get(name, 5e-3))
     took = time.perf_counter() - start
     assert got > lr + MARGIN, (f"{case}: held-out AUC {got:.3f} vs LR {lr:.3f} (Bayes {d.bayes_auc:.3f}, "
                                f"trained in {took:.1f}s)")
