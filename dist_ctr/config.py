@@ -96,6 +96,7 @@ class TrainSection:
     progress: bool = True
     baseline: bool = False
     eval_train: bool = False
+    loss_reduction: Literal["mean", "sum"] = "mean"
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
 
 

@@ -20,7 +20,10 @@ Differences from DeepCTR-Torch, by design:
   ``SparseOptimConfig``) and ``DenseOptimConfig`` objects as ``optimizer``. Optimizer instances cannot be
   passed: the embedding tables do not exist as ordinary parameters before sharding.
 - Loss: the task decides it (BCE-with-logits for ``"binary"``, MSE for ``"regression"``); ``loss`` must agree.
-  ``history["loss"]`` is the engine's mean training loss per step, regularisation included.
+  As in DeepCTR-Torch it is summed over the batch (``reduction='sum'``; so ``"sgd"`` at lr 0.01 takes the steps
+  a DeepCTR-Torch program expects), with the L2 terms added to that sum; ``compile(loss_reduction="mean")``
+  gives the engine's per-row mean instead. ``history["loss"]`` is the per-row training loss (the summed loss over
+  the rows, regularisation included), as DeepCTR-Torch logs it.
 - Training metrics are exact metrics over the epoch's training predictions (each row scored by the model at the
   step that trained on it, dropout on, as DeepCTR-Torch does), not DeepCTR-Torch's mean of per-batch values.
   Validation metrics come from the engine's exact ``evaluate`` (AUC / logloss / MSE over the whole validation
@@ -216,6 +219,7 @@ class CompatModel:
         self.metrics: list[str] = []
         self.metrics_names: list[str] = ["loss"]
         self._optim: Optional[tuple[DenseOptimConfig, SparseOptimConfig]] = None
+        self.loss_reduction = "sum"  # DeepCTR-Torch's; compile(loss_reduction=...) sets it
         self._train_rows: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._collect = False
 
@@ -224,7 +228,7 @@ class CompatModel:
 
     # ---- compile ------------------------------------------------------------------------------------------
     def compile(self, optimizer: Any = "adam", loss: Any = None, metrics: Optional[Sequence[str]] = None,
-                sparse_optimizer: str | SparseOptimConfig | None = None) -> None:
+                sparse_optimizer: str | SparseOptimConfig | None = None, loss_reduction: str = "sum") -> None:
         """Choose optimizers, check the loss against the tasks, set the metrics; builds the sharded trainer.
 
         Args:
@@ -232,7 +236,11 @@ class CompatModel:
             loss (str | list[str] | None): "binary_crossentropy" / "mse" per task; must match the task types.
             metrics (list[str] | None): of ``METRICS``.
             sparse_optimizer (str | SparseOptimConfig | None): override the fused embedding optimizer.
+            loss_reduction (str): ``"sum"`` over the batch (DeepCTR-Torch's) or ``"mean"`` (the engine's).
         """
+        if loss_reduction not in ("sum", "mean"):
+            raise ValueError(f"loss_reduction must be 'sum' (DeepCTR-Torch's) or 'mean', got {loss_reduction!r}")
+        self.loss_reduction = loss_reduction
         dense, sparse = self._optimizers(optimizer, sparse_optimizer)
         self._check_loss(loss)
         bad = [m for m in (metrics or []) if m not in METRICS]
@@ -309,7 +317,8 @@ class CompatModel:
             torch.manual_seed(self.seed)
             self.model = build_model(self.model_name, self.schema, self.config)
         trainer = Trainer(self.model, env, task_types=self.task_types, sparse_optim=sparse, dense_optim=dense,
-                          batch_size=256, seed=self.seed, task_names=self.task_names)
+                          batch_size=256, seed=self.seed, task_names=self.task_names,
+                          loss_reduction=self.loss_reduction)
         if old is not None:
             with tempfile.TemporaryDirectory(prefix="dist_ctr_recompile_") as tmp:
                 ckpt.save_checkpoint(tmp, 0, 0, {"model": old.dmp.state_dict()}, None, {})

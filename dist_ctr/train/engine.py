@@ -106,6 +106,8 @@ class Trainer:
         seed (int): embedding init seed (identical init whatever the sharding).
         task_names (Sequence[str] | None): names for per-task metrics.
         loss_weights (Sequence[float] | None): per-task loss weights.
+        loss_reduction (str): ``"mean"`` (default) or ``"sum"`` over the global batch, DeepCTR-Torch's
+            (``train/task.py``).
         pipeline (str): training loop, ``"auto"`` | ``"sparse_dist"`` | ``"none"`` (see the module docstring).
         sync_batchnorm (bool): batch norms of ``model`` normalise over the global batch (all ranks), so N ranks
             train the model one process would (``distributed/batchnorm.py``; swapped in place, same state-dict
@@ -126,6 +128,7 @@ class Trainer:
         loss_weights: Sequence[float] | None = None,
         pipeline: str = "auto",
         sync_batchnorm: bool = True,
+        loss_reduction: str = "mean",
     ) -> None:
         if pipeline not in PIPELINES:
             raise ValueError(f"distributed.pipeline: unknown pipeline {pipeline!r}; expected one of {list(PIPELINES)}")
@@ -138,7 +141,7 @@ class Trainer:
         self.model = model
         if sync_batchnorm:
             convert_global_batchnorm(model)
-        self.task = CTRTask(model, task_types, loss_weights)
+        self.task = CTRTask(model, task_types, loss_weights, loss_reduction, env.world_size)
         self.task_types = tuple(task_types)
         self.task_names = tuple(task_names) if task_names else tuple(f"task{i}" for i in range(len(task_types)))
         par = parallelize(self.task, env, sparse_optim or SparseOptimConfig(), dense_optim or DenseOptimConfig(),

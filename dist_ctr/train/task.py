@@ -2,10 +2,21 @@
 
 Notation: ``B`` batch, ``T`` tasks.
 
-``forward(batch) -> (loss, (loss.detach(), logits.detach(), labels, weights))``, the shape TorchRec's train
-pipelines expect. Per task: BCE-with-logits for "binary", MSE for "regression", each averaged over the rows of the
-batch that count (rows padded by the loader carry ``row_ids == -1`` and weigh 0); the task losses are combined
-with ``loss_weights`` and the model's extra losses (``CTRModel.pop_losses``: DIEN's auxiliary loss, L2 terms).
+``forward(batch) -> (loss, (reported, logits.detach(), labels, weights))``, the shape TorchRec's train
+pipelines expect. Per task: BCE-with-logits for "binary", MSE for "regression", over the rows of the batch that
+count (rows padded by the loader carry ``row_ids == -1`` and weigh 0); the task losses are combined with
+``loss_weights`` and the model's extra losses (``CTRModel.pop_losses``: DIEN's auxiliary loss, L2 terms).
+
+``reduction`` says how rows combine:
+  - ``"mean"`` (default): each task's loss is the mean over the batch's rows.
+  - ``"sum"``: the sum over the *global* batch, DeepCTR-Torch's ``reduction='sum'``. Gradients are averaged over
+    ranks (DDP for dense layers, TorchRec's gradient division for embeddings), so each rank's sum is scaled by
+    ``world_size``. The batch-L2 on looked-up embeddings (``"l2_embedding"``) is scaled with it, so that its
+    weight relative to the data term is the same under both reductions; dense L2 and DIEN's auxiliary loss are
+    added as they are (as DeepCTR-Torch adds them to its summed loss). Under Adagrad / Adam the two reductions
+    differ only through the optimizer's eps; under SGD the summed loss takes ``B`` times larger steps.
+  ``reported`` (what logs and ``history["loss"]`` show) is the per-row value either way: ``loss`` under
+  ``"mean"``, ``loss / rows`` under ``"sum"`` (DeepCTR-Torch's epoch loss is its summed loss over the rows).
 
 Under TorchRec's ``TrainPipelineSparseDist`` (see ``train/engine.py``) the pipeline FX-traces this module once
 to find the input of every sharded embedding module, so that it can start the next batch's input distribution
@@ -51,10 +62,17 @@ class CTRTask(nn.Module):
         model (nn.Module): ``forward(dense, sparse) -> (B, T)``.
         task_types (Sequence[str]): "binary" | "regression" per output column.
         loss_weights (Sequence[float] | None): weight per task (default 1 each).
+        reduction (str): ``"mean"`` | ``"sum"`` over rows (see the module docstring).
+        world_size (int): ranks whose gradients are averaged (scales ``"sum"``).
     """
 
-    def __init__(self, model: nn.Module, task_types: Sequence[str], loss_weights: Sequence[float] | None = None) -> None:
+    def __init__(self, model: nn.Module, task_types: Sequence[str], loss_weights: Sequence[float] | None = None,
+                 reduction: str = "mean", world_size: int = 1) -> None:
         super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"train.loss_reduction: unknown reduction {reduction!r}; expected 'mean' or 'sum'")
+        self.reduction = reduction
+        self.world_size = int(world_size)
         self.model = model
         self.task_types = tuple(task_types)
         for t in self.task_types:
@@ -71,8 +89,9 @@ class CTRTask(nn.Module):
         self.register_buffer("loss_weights", w, persistent=False)
 
     def per_task_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Weighted mean loss per task. Returns ``Tensor (T,)``."""
-        denom = weights.sum().clamp(min=1.0)
+        """Weighted loss per task: the mean over counted rows, or under ``"sum"`` their sum times ``world_size``.
+        Returns ``Tensor (T,)``."""
+        denom = weights.sum().clamp(min=1.0) if self.reduction == "mean" else 1.0 / self.world_size
         losses = []
         for t, (kind, task) in enumerate(zip(self.output_kind, self.task_types)):
             x, y = logits[:, t], labels[:, t]
@@ -109,11 +128,13 @@ class CTRTask(nn.Module):
             weights = torch.ones(labels.shape[0], dtype=logits.dtype, device=logits.device)
         task_losses = self.per_task_loss(logits, labels, weights)
         loss = (task_losses * self.loss_weights).sum()
+        rows = weights.sum().clamp(min=1.0)
         pop = getattr(self.model, "pop_losses", None)
         if pop is not None:
-            for v in pop().values():
-                loss = loss + v
-        return loss, (loss.detach(), logits.detach(), labels, weights)
+            for name, v in pop().items():
+                loss = loss + (v * rows * self.world_size if self.reduction == "sum" and name == "l2_embedding" else v)
+        reported = loss.detach() if self.reduction == "mean" else loss.detach() / (rows * self.world_size)
+        return loss, (reported, logits.detach(), labels, weights)
 
     def predict_proba(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, T)`` -> predictions: sigmoid for binary logit columns, identity otherwise."""

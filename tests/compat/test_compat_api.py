@@ -67,6 +67,27 @@ def test_fit_learns_history_keys_and_exact_metrics():
     assert ev["auc"] > 0.8
 
 
+def test_loss_is_summed_over_the_batch_as_deepctr_torch():
+    """DeepCTR-Torch sums the loss over the batch, so ``compile("sgd")`` at its lr 0.01 takes steps B times larger
+    than on the per-row mean: the facade does the same by default, and ``loss_reduction="mean"`` opts out. With
+    the sum, three SGD epochs find the planted signal (held-out AUC 0.84); with the mean at the same lr the loss
+    barely moves (0.69 -> 0.68, AUC 0.72)."""
+    x, y, cols = planted(3000)
+    xt, yt, _ = planted(1000, seed=1)
+    aucs, losses = {}, {}
+    for reduction in ("sum", "mean"):
+        m = small_deepfm(cols)
+        m.compile("sgd", "binary_crossentropy", metrics=["auc"], loss_reduction=reduction)
+        assert m.trainer is not None and m.trainer.task.reduction == reduction
+        h = m.fit(x, y, batch_size=256, epochs=3, verbose=0)
+        losses[reduction] = h.history["loss"][-1]  # per-row either way
+        aucs[reduction] = roc_auc_score(yt, m.predict(xt, batch_size=256)[:, 0])
+    assert aucs["sum"] > 0.8 and aucs["sum"] > aucs["mean"] + 0.05, aucs
+    assert 0.3 < losses["sum"] < losses["mean"] - 0.05 and losses["mean"] < 0.7, losses
+    with pytest.raises(ValueError, match="loss_reduction.*'total'"):
+        small_deepfm(cols).compile("sgd", loss_reduction="total")
+
+
 def test_validation_split_holds_out_the_last_rows(capsys):
     x, y, cols = planted(1000)
     m = small_deepfm(cols)

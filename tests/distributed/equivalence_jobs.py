@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.models import build_model
@@ -126,13 +127,17 @@ def run_structured(env: DistEnv, pairs: list[tuple[str, str]], steps: int, batch
 
 
 def run(env: DistEnv, model_name: str, sharding: dict[str, Any], steps: int, batch: int,
-        schema_kind: str = "tiny", sync_batchnorm: bool = True) -> list[float]:
-    """Train ``steps`` global batches; returns the global mean loss per step (same on every rank)."""
+        schema_kind: str = "tiny", sync_batchnorm: bool = True, loss_reduction: str = "mean",
+        sgd: bool = False) -> list[float]:
+    """Train ``steps`` global batches; returns the global mean loss per step (same on every rank). ``sgd``: plain
+    SGD (lr 0.01) on embeddings and dense layers, where the loss's scale is the step's scale."""
     schema = SCHEMAS[schema_kind]()
     torch.manual_seed(0)
     model = build_model(model_name, schema, model_config(model_name, schema if schema_kind != "tiny" else None))
+    optim = ({"sparse_optim": SparseOptimConfig("sgd", lr=0.01), "dense_optim": DenseOptimConfig("sgd", lr=0.01)}
+             if sgd else {})
     trainer = Trainer(model, env, sharding=sharding, batch_size=batch // env.world_size, seed=1,
-                      sync_batchnorm=sync_batchnorm)
+                      sync_batchnorm=sync_batchnorm, loss_reduction=loss_reduction, **optim)
     types: dict[str, list[str]] = {}
     for _module_path, params in trainer.plan.plan.items():
         for table, ps in params.items():
@@ -177,8 +182,9 @@ def tiny_models() -> list[str]:
 
 
 def run_many(env: DistEnv, models: list[str], sharding: dict[str, Any], steps: int, batch: int,
-             sync_batchnorm: bool = True) -> dict[str, Any]:
-    losses = {m: run(env, m, sharding, steps, batch, sync_batchnorm=sync_batchnorm) for m in models}
+             sync_batchnorm: bool = True, loss_reduction: str = "mean", sgd: bool = False) -> dict[str, Any]:
+    losses = {m: run(env, m, sharding, steps, batch, sync_batchnorm=sync_batchnorm, loss_reduction=loss_reduction,
+                     sgd=sgd) for m in models}
     return {"losses": losses, "column_wise_tables": _last_plan_types(env).get("column_wise", [])}
 
 

@@ -57,6 +57,22 @@ def test_per_rank_batchnorm_breaks_equivalence():
     assert all(abs(a - b) > 2 * REL_TOL["AFN"] * abs(a) for a, b in zip(one, two)), (one, two)
 
 
+@pytest.mark.slow
+def test_summed_loss_matches_one_process_under_sgd():
+    """``loss_reduction="sum"`` is the sum over the *global* batch: each rank's sum is scaled by the world size
+    (gradients are averaged over ranks), so 2 x B/2 follows 1 x B under SGD, where a missing factor of 2 would
+    halve every step. Control: under SGD the summed loss trains differently from the mean."""
+    cfg, models = SHARDINGS["table_wise"], ["DeepFM", "DCN"]
+    one = spawn(run_many, 1, models, cfg, 4, 16, True, "sum", True)[0]["losses"]
+    two = spawn(run_many, 2, models, cfg, 4, 16, True, "sum", True)[0]["losses"]
+    mean = spawn(run_many, 1, models, cfg, 4, 16, True, "mean", True)[0]["losses"]
+    for name in models:
+        assert two[name] == pytest.approx(one[name], rel=2e-4, abs=2e-5), (name, one[name], two[name])
+        # same start, per-row loss reported (up to the dense L2, which is added to the sum, i.e. 1/B as heavy)
+        assert one[name][0] == pytest.approx(mean[name][0], rel=1e-3)
+        assert abs(one[name][-1] - mean[name][-1]) > 1e-3, (name, one[name], mean[name])
+
+
 def test_every_registered_model_is_covered():
     covered = set(tiny_models()) | {n for n, _ in structured_models()}
     assert sorted(set(MODEL_REGISTRY) - covered) == []
