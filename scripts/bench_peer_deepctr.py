@@ -56,14 +56,18 @@ Hyper-parameters, identical on both sides:
     part. ``--lrs`` runs a sweep, each LR applied to both sides; ``--seeds`` repeats with other model seeds.
   - ours runs in ``--variants``, each ``<fused sparse optimizer>/<mean|sum>/<peer|engine>``: the optimizer
     (``rowwise_adagrad``, the engine's fast default, or exact ``adagrad``); the loss reduction (``mean``, the
-    engine's; ``sum`` = DeepCTR's ``reduction='sum'``, through the Trainer's ``loss_weights=[batch]``); the table
+    engine's; ``sum`` = DeepCTR's ``reduction='sum'``, the Trainer's ``loss_reduction="sum"``); the table
     init (``peer``: every table re-drawn from ``N(0, init_std)`` as DeepCTR-Torch does, see
     :func:`peer_style_init`; ``engine``: the engine's own init, the same distribution ``N(0, init_std)`` drawn by
     its deterministic per-(seed, table, row block) generator). Default: ``rowwise_adagrad/mean/engine``
     (headline: what a user of the engine gets), ``adagrad/mean/engine``, ``rowwise_adagrad/mean/peer``.
   - what still differs by construction: DeepCTR adds ``l2_reg_embedding * ||table||^2`` over *whole* tables each
     step (so every row decays, seen or not); ours puts the same coefficient on the looked-up rows (batch mean).
-    Our "dim-1" linear tables are 4 summed columns (FBGEMM needs widths divisible by 4).
+    Our "dim-1" linear tables are 4 columns read as their mean (FBGEMM needs widths divisible by 4; the same
+    weight and the same Adagrad steps as a dim-1 table). DeepCTR-Torch sums the loss over the batch, the engine
+    averages it (variant ``sum`` aligns it); under Adagrad the two differ only through eps. With every one of
+    these aligned and the peer's own init copied into ours, ``scripts/peer_trajectory.py`` shows the two
+    libraries training the same model to float error.
 
 Timing: the training pass only, both sides side by side. Every side (the peer and each variant of ours) first
 trains on the first ``--warmup`` batches untimed; then the remaining rows are cut into chunks of ``--chunk``
@@ -433,8 +437,7 @@ def peer_style_init(trainer: Trainer, std: float) -> int:
 
 class OursRunner:
     """One training run of ours. ``variant`` = "<fused sparse optimizer>/<mean|sum>/<peer|engine>":
-      - "sum" weights the mean BCE by the batch size through the engine's ``loss_weights`` (DeepCTR's
-        ``reduction='sum'``); "mean" is the engine's default;
+      - "sum" is the engine's ``loss_reduction="sum"`` (DeepCTR's ``reduction='sum'``); "mean" its default;
       - "peer" re-draws the tables from ``N(0, init_std)`` as DeepCTR-Torch does (see :func:`peer_style_init`);
         "engine" keeps the engine's init (``N(0, init_std)`` from its own deterministic generator).
     """
@@ -444,10 +447,9 @@ class OursRunner:
         sparse_name, reduction, init = variant.split("/")
         torch.manual_seed(seed)
         model = build_model(name, schema, cfg)
-        n_tasks = len(schema.labels)
         self.trainer = Trainer(model, env, sparse_optim=SparseOptimConfig(name=sparse_name, lr=lr, eps=eps),  # type: ignore[arg-type]
                                dense_optim=DenseOptimConfig(name="adagrad", lr=lr), batch_size=batch, seed=seed,
-                               loss_weights=[float(batch)] * n_tasks if reduction == "sum" else None)
+                               loss_reduction=reduction)
         if init == "peer":
             peer_style_init(self.trainer, float(getattr(getattr(model, "config", None), "init_std", 1e-4)))
         self.timing = Timing()
