@@ -161,9 +161,10 @@ def test_mmoe_two_tasks_on_uci_adult():
     _need_models("MMOE")
     import mmoe_two_labels as ex
 
-    # measured (8k / 4k rows, 2 epochs, seeds 0/1/2): income auc 0.846/0.891/0.850, never-married 0.931/0.941/0.923
-    # (all rows, 3 epochs: 0.895 / 0.953)
-    out = ex.run("MMOE", max_train_rows=8000, max_test_rows=4000, epochs=2, seed=0, verbose=False)
+    # measured (8k / 4k rows, 3 epochs, seeds 0/1/2): income auc 0.811/0.896/0.893, never-married 0.926/0.934/0.942.
+    # 2 epochs are not enough since the towers start as DeepCTR-Torch's (biases U(+-1/sqrt(fan_in)) under weights
+    # at 1e-4): seed 0 reaches 0.744 / 0.702 (with zero biases it was 0.846 / 0.931).
+    out = ex.run("MMOE", max_train_rows=8000, max_test_rows=4000, epochs=3, seed=0, verbose=False)
     assert out["eval_rows"] == 4000
     assert out["income/auc"] > 0.8
     assert out["never_married/auc"] > 0.88
