@@ -43,3 +43,21 @@ def test_unknown_model_key_is_named():
 
     with pytest.raises(ModelConfigError, match=r"model 'LogisticRegression': unknown config key\(s\) \['l2_reg'\]"):
         build_model("LogisticRegression", FeatureSchema((SparseFeat("a", 3),)), {"l2_reg": 1.0})
+
+
+def test_loss_reduction_reaches_the_trainer_and_bad_values_are_named(tmp_path):
+    from dist_ctr.distributed.env import DistEnv, init_process_group
+    from dist_ctr.train.job import make_trainer
+
+    p = tmp_path / "job.yaml"
+    p.write_text("name: x\nschema: {preset: criteo-kaggle}\ndata: {}\ntrain: {loss_reduction: sum}\n"
+                 "model: {name: LogisticRegression}\n")
+    job = load_job(p)
+    assert job.train.loss_reduction == "sum"
+    env = DistEnv()
+    init_process_group(env)
+    trainer = make_trainer(job, load_schema(job.schema), env)
+    assert trainer.task.reduction == "sum" and trainer.task.world_size == 1
+    p.write_text("name: x\nschema: {preset: criteo-kaggle}\ndata: {}\ntrain: {loss_reduction: total}\n")
+    with pytest.raises(ConfigError, match=r"train.loss_reduction"):
+        load_job(p)
