@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -126,7 +124,9 @@ def main() -> None:
                                                 for f in peer.feature_index], axis=1))
 
     x_test, test_batches = peer_x(test), bench.to_batches(test, 8192)
-    auc: Callable[[np.ndarray], float] = lambda p: bench.task_aucs(test.label, p.reshape(-1, 1))[0]
+    def auc(p: np.ndarray) -> float:  # held-out AUC of predictions (N,)
+        return bench.task_aucs(test.label, p.reshape(-1, 1))[0]
+
     print(f"{args.model}: peer's init copied into ours; ours {sparse_opt} / {reduction} loss; l2 {args.l2:g}; "
           f"Adagrad lr {args.lr}; {len(test):,} held-out rows")
     print("| step | max abs diff of predicted p | mean p peer / ours | AUC peer | AUC ours |")
