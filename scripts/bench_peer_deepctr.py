@@ -60,7 +60,8 @@ Hyper-parameters, identical on both sides:
     init (``peer``: every table re-drawn from ``N(0, init_std)`` as DeepCTR-Torch does, see
     :func:`peer_style_init`; ``engine``: the engine's own init, the same distribution ``N(0, init_std)`` drawn by
     its deterministic per-(seed, table, row block) generator). Default: ``rowwise_adagrad/mean/engine``
-    (headline: what a user of the engine gets), ``adagrad/mean/engine``, ``rowwise_adagrad/mean/peer``.
+    (headline: what a job gets), ``adagrad/sum/engine`` (what the compat facade's ``compile("adagrad")`` gets:
+    DeepCTR-Torch's optimizer and loss), ``rowwise_adagrad/mean/peer``.
   - what still differs by construction: DeepCTR adds ``l2_reg_embedding * ||table||^2`` over *whole* tables each
     step (so every row decays, seen or not); ours puts the same coefficient on the looked-up rows (batch mean).
     Our "dim-1" linear tables are 4 columns read as their mean (FBGEMM needs widths divisible by 4; the same
@@ -138,7 +139,7 @@ MULTITASK_LABELS = ("ctr", "ctcvr")
 # DeepCTR-Torch models that take sparse columns only in dnn_feature_columns (support_dense=False in forward).
 SPARSE_ONLY_DNN = ("AFM", "CCPM")
 # ours: <fused sparse optimizer>/<loss reduction>/<table init> (see run_ours); the first is the headline.
-DEFAULT_VARIANTS = ("rowwise_adagrad/mean/engine", "adagrad/mean/engine", "rowwise_adagrad/mean/peer")
+DEFAULT_VARIANTS = ("rowwise_adagrad/mean/engine", "adagrad/sum/engine", "rowwise_adagrad/mean/peer")
 # Criteo (Kaggle display-ads) categorical cardinalities, C1..C26.
 CRITEO_KAGGLE_CARD = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992,
                       5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)
