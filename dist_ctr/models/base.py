@@ -22,6 +22,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.schema import FeatureSchema
 
 
+EMBEDDING_L2 = "l2_embedding"  # the loss name of the batch L2 on looked-up embeddings (CTRTask scales it under "sum")
+
+
 class CTRModel(nn.Module):
     """Base class. Subclasses build their modules in ``__init__`` and implement ``forward``.
 
@@ -54,7 +57,7 @@ class CTRModel(nn.Module):
         """L2 on looked-up embeddings ``(B, ...)``, averaged over the batch (see module docstring)."""
         if l2 > 0 and self.training:
             for e in embeddings:
-                self.add_loss("l2_embedding", l2 * e.pow(2).sum() / max(1, e.shape[0]))
+                self.add_loss(EMBEDDING_L2, l2 * e.pow(2).sum() / max(1, e.shape[0]))
 
     def register_l2(self, l2: float, params: Iterable[torch.Tensor]) -> None:
         """Penalise dense parameters with ``l2 * sum(w ** 2)`` each training step (DeepCTR semantics)."""

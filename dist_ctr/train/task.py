@@ -11,7 +11,7 @@ count (rows padded by the loader carry ``row_ids == -1`` and weigh 0); the task 
   - ``"mean"`` (default): each task's loss is the mean over the batch's rows.
   - ``"sum"``: the sum over the *global* batch, DeepCTR-Torch's ``reduction='sum'``. Gradients are averaged over
     ranks (DDP for dense layers, TorchRec's gradient division for embeddings), so each rank's sum is scaled by
-    ``world_size``. The batch-L2 on looked-up embeddings (``"l2_embedding"``) is scaled with it, so that its
+    ``world_size``. The batch-L2 on looked-up embeddings (``EMBEDDING_L2``) is scaled with it, so that its
     weight relative to the data term is the same under both reductions; dense L2 and DIEN's auxiliary loss are
     added as they are (as DeepCTR-Torch adds them to its summed loss). Under Adagrad / Adam the two reductions
     differ only through the optimizer's eps; under SGD the summed loss takes ``B`` times larger steps.
@@ -53,6 +53,7 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from dist_ctr.data.batch import CTRBatch
+from dist_ctr.models.base import EMBEDDING_L2
 
 
 class CTRTask(nn.Module):
@@ -89,9 +90,8 @@ class CTRTask(nn.Module):
         self.register_buffer("loss_weights", w, persistent=False)
 
     def per_task_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Weighted loss per task: the mean over counted rows, or under ``"sum"`` their sum times ``world_size``.
-        Returns ``Tensor (T,)``."""
-        denom = weights.sum().clamp(min=1.0) if self.reduction == "mean" else 1.0 / self.world_size
+        """Weighted mean loss per task (the reduction is applied in ``forward``). Returns ``Tensor (T,)``."""
+        denom = weights.sum().clamp(min=1.0)
         losses = []
         for t, (kind, task) in enumerate(zip(self.output_kind, self.task_types)):
             x, y = logits[:, t], labels[:, t]
@@ -126,15 +126,14 @@ class CTRTask(nn.Module):
             weights = (batch.row_ids >= 0).to(logits.dtype)  # (B,) pad rows weigh 0
         else:
             weights = torch.ones(labels.shape[0], dtype=logits.dtype, device=logits.device)
-        task_losses = self.per_task_loss(logits, labels, weights)
-        loss = (task_losses * self.loss_weights).sum()
-        rows = weights.sum().clamp(min=1.0)
+        # "sum": the per-row mean times the global rows (this rank's rows x world size, see the module docstring)
+        scale = 1.0 if self.reduction == "mean" else weights.sum().clamp(min=1.0) * self.world_size
+        loss = (self.per_task_loss(logits, labels, weights) * self.loss_weights).sum() * scale
         pop = getattr(self.model, "pop_losses", None)
         if pop is not None:
             for name, v in pop().items():
-                loss = loss + (v * rows * self.world_size if self.reduction == "sum" and name == "l2_embedding" else v)
-        reported = loss.detach() if self.reduction == "mean" else loss.detach() / (rows * self.world_size)
-        return loss, (reported, logits.detach(), labels, weights)
+                loss = loss + (v * scale if name == EMBEDDING_L2 else v)
+        return loss, (loss.detach() / scale, logits.detach(), labels, weights)
 
     def predict_proba(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, T)`` -> predictions: sigmoid for binary logit columns, identity otherwise."""
