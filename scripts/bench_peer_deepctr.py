@@ -111,7 +111,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -409,31 +409,36 @@ class Timing:
                 "timed_rows": int(rows.sum()), "chunks": len(rows)}
 
 
+def table_shards(dmp: torch.nn.Module) -> Iterator[tuple[str, Any]]:
+    """``(table name, local shard)`` for every local shard of the DMP's sharded tables, pooled
+    (``EmbeddingBagCollection``) and sequence (``EmbeddingCollection``) alike; ``shard.tensor`` is writable in
+    place (at world size 1 a view of the fused TBE weights), ``shard.metadata.shard_offsets`` its place."""
+    for key, value in dmp.state_dict().items():
+        part = ".embedding_bags." if ".embedding_bags." in key else ".embeddings."
+        if part in key and hasattr(value, "local_shards"):
+            table = key.split(part)[1].rsplit(".", 1)[0]
+            for shard in value.local_shards():
+                yield table, shard
+
+
 def peer_style_init(trainer: Trainer, std: float) -> int:
     """Re-draw every embedding table of ``trainer`` from ``N(0, std)`` (DeepCTR-Torch's ``init_std`` init).
 
-    Writes the local shards of the DMP's sharded tables in place (at world size 1 these are views of the fused
-    TBE weights), pooled (``EmbeddingBagCollection``) and sequence (``EmbeddingCollection``) tables alike. Our
-    "dim-1" linear tables are read as the mean of 4 columns, so each column gets ``2 * std`` (the mean has std
-    ``std``; ``LINEAR_INIT_STD_SCALE``); the
-    linear part's dense weight gets ``N(0, std)`` too, as in DeepCTR's ``Linear``. Returns the number of tables
-    written.
+    Writes the local shards of the DMP's sharded tables in place (:func:`table_shards`). Our "dim-1" linear
+    tables are read as the mean of 4 columns, so each column gets ``2 * std`` (the mean has std ``std``;
+    ``LINEAR_INIT_STD_SCALE``); the linear part's dense weight gets ``N(0, std)`` too, as in DeepCTR's
+    ``Linear``. Returns the number of tables written.
     """
-    n = 0
+    tables: set[str] = set()
     with torch.no_grad():
-        for key, value in trainer.dmp.state_dict().items():
-            part = ".embedding_bags." if ".embedding_bags." in key else ".embeddings."
-            if part not in key or not hasattr(value, "local_shards"):
-                continue
-            s = std * LINEAR_INIT_STD_SCALE if key.split(part)[1].startswith("linear__") else std
-            for shard in value.local_shards():
-                shard.tensor.normal_(0.0, s)
-            n += 1
+        for table, shard in table_shards(trainer.dmp):
+            shard.tensor.normal_(0.0, std * LINEAR_INIT_STD_SCALE if table.startswith("linear__") else std)
+            tables.add(table)
         for mod in trainer.dmp.modules():  # DeepCTR's Linear also draws its dense weight from N(0, init_std)
             dense_weight = getattr(mod, "dense_weight", None)
             if isinstance(dense_weight, torch.nn.Linear):
                 dense_weight.weight.normal_(0.0, std)
-    return n
+    return len(tables)
 
 
 class OursRunner:

@@ -63,16 +63,11 @@ def copy_peer_into_ours(peer: torch.nn.Module, ours: torch.nn.Module, name: str)
     ps = peer.state_dict()
     done: set[str] = set()
     with torch.no_grad():
-        for key, value in ours.state_dict().items():
-            if not hasattr(value, "local_shards"):
-                continue
-            table = key.split(".")[-2]
+        for table, shard in bench.table_shards(ours):
             src = (ps[f"linear_model.embedding_dict.{table[len('linear__'):]}.weight"] if table.startswith("linear__")
                    else ps[f"embedding_dict.{table}.weight"])
-            for shard in value.local_shards():
-                row0 = shard.metadata.shard_offsets[0]
-                shard.tensor.copy_(src[row0:row0 + shard.tensor.shape[0]].expand(-1, shard.tensor.shape[1]))
-            done.add(key)
+            row0 = shard.metadata.shard_offsets[0]
+            shard.tensor.copy_(src[row0:row0 + shard.tensor.shape[0]].expand(-1, shard.tensor.shape[1]))
         named = dict(ours.named_parameters())
         for suffix, peer_key in WEIGHT_MAP[name].items():
             hits = [k for k in named if k.endswith(suffix)]
