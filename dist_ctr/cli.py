@@ -6,6 +6,7 @@
     dist-ctr export CHECKPOINT OUT
     dist-ctr predict MODEL DATA_URL OUT_URL
     dist-ctr models
+    dist-ctr report RUN_DIR [--out DIR]      (plots + summary from <output_dir>/<job name>/metrics.jsonl)
 
 A user's mistake (bad config key, missing file, bad data) prints one clear line and exits with status 2; set
 DIST_CTR_DEBUG=1 to see the full traceback.
@@ -19,6 +20,8 @@ import sys
 from typing import Any, Sequence
 
 import yaml
+
+from dist_ctr.cli_report import add_report_command
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -150,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("out")
     pr.add_argument("--batch-size", type=int, default=8192)
     pr.set_defaults(fn=_cmd_predict)
+    add_report_command(sub)
     return p
 
 

@@ -23,10 +23,13 @@ from dist_ctr.schema import FeatureSchema
 from dist_ctr.strict import to_dict
 from dist_ctr.train import checkpoint as ckpt
 from dist_ctr.train.engine import History, Trainer
+from dist_ctr.train.observability import RunLogger
 
 
 @dataclass
 class JobResult:
+    """What a job run produced: metrics, speed, where its checkpoint and logs are."""
+
     metrics: dict[str, float] = field(default_factory=dict)
     train_metrics: dict[str, float] = field(default_factory=dict)
     baseline_metrics: dict[str, float] = field(default_factory=dict)
@@ -36,10 +39,18 @@ class JobResult:
     history: Optional[History] = None
     schema: Optional[FeatureSchema] = None
     step_losses: list[float] = field(default_factory=list)
+    tb_dir: Optional[str] = None
+    metrics_path: Optional[str] = None
 
     def summary(self) -> dict[str, Any]:
+        """A picklable, JSON-able summary.
+
+        Returns:
+            dict[str, Any]: metrics, speed, steps, checkpoint, TensorBoard dir and metrics JSONL path.
+        """
         return {"eval": self.metrics, "train": self.train_metrics, "baseline_eval": self.baseline_metrics,
-                "samples_per_s": self.samples_per_s, "steps": self.steps, "checkpoint": self.checkpoint}
+                "samples_per_s": self.samples_per_s, "steps": self.steps, "checkpoint": self.checkpoint,
+                "tb_dir": self.tb_dir, "metrics_path": self.metrics_path}
 
 
 def _barrier() -> None:
@@ -136,6 +147,28 @@ def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool =
         print(f"[train] model {job.model.name} | {len(schema.sparse_features)} sparse, {schema.n_dense} dense "
               f"features | {env.world_size} worker(s) on {env.device.type} | sparse optimizer "
               f"{job.optim.sparse.name} (fused) | dense {job.optim.dense.name}", flush=True)
+    run_log = RunLogger.for_job(job, env.is_main)
+    try:
+        result, train_time = _train_and_evaluate(job, schema, env, trainer, train_data, eval_data, train_cfg,
+                                                 (run_log, *callbacks), run_log, verbose)
+    finally:
+        run_log.close()
+    if env.is_main and verbose:
+        print_summary(job, result, train_time)
+    return result
+
+
+def _train_and_evaluate(job: JobConfig, schema: FeatureSchema, env: DistEnv, trainer: Trainer, train_data: Any,
+                        eval_data: Any, train_cfg: Any, callbacks: tuple, run_log: RunLogger,
+                        verbose: bool) -> tuple[JobResult, float]:
+    """Fit, evaluate (eval set, train set, baseline) and log the evaluations to ``run_log``.
+
+    Returns:
+        tuple[JobResult, float]: the result and the training time in seconds.
+    """
+    tc = job.train
+    ck = tc.checkpoint
+    ck_root = ck.dir or None
     t0 = time.perf_counter()
     history = trainer.fit(
         train_data, epochs=tc.epochs, eval_data=None, callbacks=callbacks, max_steps=tc.max_steps,
@@ -143,14 +176,17 @@ def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool =
         checkpoint_every=ck.every_steps, checkpoint_keep=ck.keep, storage_options=ck.storage_options,
     )
     train_time = time.perf_counter() - t0
-    result = JobResult(history=history, schema=schema, steps=trainer.global_step)
+    result = JobResult(history=history, schema=schema, steps=trainer.global_step, tb_dir=run_log.tb_dir,
+                       metrics_path=run_log.metrics_path)
     epochs_sps = history.history.get("samples_per_s", [])
     result.samples_per_s = float(np.mean(epochs_sps)) if epochs_sps else 0.0
     result.step_losses = [s["loss"] for s in history.steps if "loss" in s]
     if eval_data is not None:
         result.metrics = trainer.evaluate(eval_data)
+        run_log.log_eval(trainer.global_step, result.metrics)
     if tc.eval_train:
         result.train_metrics = trainer.evaluate(train_data)
+        run_log.log_eval(trainer.global_step, result.train_metrics, split="train")
     if getattr(tc, "baseline", False) and eval_data is not None:
         base = make_trainer(job, schema, env, model_name="LogisticRegression", model_config={},
                             batch_size=getattr(train_cfg, "batch_size", 4096))
@@ -159,32 +195,49 @@ def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool =
     if ck_root:
         latest = ckpt.latest_checkpoint(ck_root, ck.storage_options)
         result.checkpoint = latest.url if latest else None
-    if env.is_main and verbose:
-        print_summary(job, result, train_time)
-    return result
+    return result, train_time
 
 
-def _fmt(m: dict[str, float], key: str) -> str:
-    v = m.get(key)
-    return "-" if v is None else f"{v:.4f}"
+def _metric_cells(m: dict[str, float]) -> str:
+    """``auc 0.7312   logloss 0.4523   rows 100,000`` (per-task keys keep their ``task/`` prefix)."""
+    cells = [f"{k} {v:.4f}" for k, v in m.items() if k != "eval_rows"]
+    if "eval_rows" in m:
+        cells.append(f"rows {int(m['eval_rows']):,}")
+    return "   ".join(cells)
+
+
+def summary_lines(job: JobConfig, r: JobResult, train_time: float) -> list[str]:
+    """The aligned end-of-run block ``print_summary`` prints.
+
+    Args:
+        job (JobConfig): the job.
+        r (JobResult): its result.
+        train_time (float): training seconds.
+
+    Returns:
+        list[str]: a ``[result]`` header line and indented ``label  value`` rows.
+    """
+    rows: list[tuple[str, str]] = [("samples/s", f"{r.samples_per_s:,.0f} (training)")]
+    if r.metrics:
+        rows.append(("eval", _metric_cells(r.metrics)))
+    if r.train_metrics:
+        rows.append(("train", _metric_cells(r.train_metrics)))
+    if r.baseline_metrics:
+        rows.append(("baseline", _metric_cells(r.baseline_metrics) + " (logistic regression, same split)"))
+    if r.checkpoint:
+        rows.append(("checkpoint", r.checkpoint))
+    if r.tb_dir:
+        rows.append(("tensorboard", f"{r.tb_dir}   (tensorboard --logdir {r.tb_dir})"))
+    if r.metrics_path:
+        rows.append(("metrics", r.metrics_path))
+    width = max(len(k) for k, _ in rows)
+    return ([f"[result] {job.name}: {r.steps} steps in {train_time:.1f} s"]
+            + [f"  {k:<{width}} {v}" for k, v in rows])
 
 
 def print_summary(job: JobConfig, r: JobResult, train_time: float) -> None:
-    lines = [f"[result] {job.name}: {r.steps} steps in {train_time:.1f}s, {r.samples_per_s:,.0f} samples/s (training)"]
-    if r.train_metrics:
-        keys = [k for k in r.train_metrics if k != "eval_rows"]
-        lines.append("[result] train " + "  ".join(f"{k}={_fmt(r.train_metrics, k)}" for k in keys))
-    if r.metrics:
-        keys = [k for k in r.metrics if k != "eval_rows"]
-        lines.append("[result] eval  " + "  ".join(f"{k}={_fmt(r.metrics, k)}" for k in keys)
-                     + f"  (rows={int(r.metrics.get('eval_rows', 0)):,})")
-    if r.baseline_metrics:
-        keys = [k for k in r.baseline_metrics if k != "eval_rows"]
-        lines.append("[result] logistic-regression baseline, same split: "
-                     + "  ".join(f"{k}={_fmt(r.baseline_metrics, k)}" for k in keys))
-    if r.checkpoint:
-        lines.append(f"[result] checkpoint: {r.checkpoint}")
-    print("\n".join(lines), flush=True)
+    """Print the aligned end-of-run summary (rank 0)."""
+    print("\n".join(summary_lines(job, r, train_time)), flush=True)
 
 
 def run_job_summary(env: DistEnv, job: JobConfig) -> dict[str, Any]:
