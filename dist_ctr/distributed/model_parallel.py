@@ -12,6 +12,7 @@ request on CPU, where tests check it against the plain loop), the plain loop oth
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,15 +30,18 @@ from dist_ctr.sparse.init import table_init, table_init_stds
 
 
 def quiet_torchrec() -> None:
-    """TorchRec's planner logs advice meant for its own developers on every plan; keep user output readable."""
+    """TorchRec's planner logs advice meant for its own developers on every plan; keep user output readable.
+
+    Only logger levels change here; Python warnings are never filtered process-wide: the known noisy ones are
+    silenced by ``warnings.catch_warnings()`` around the calls that raise them (``DistributedModelParallel`` in
+    :func:`parallelize`, DCP save / load in ``train/checkpoint.py``, the no-process-group load in
+    ``train/export.py``).
+    """
     import logging
-    import warnings
 
     for name in ("torchrec", "torchrec.distributed", "torchrec.distributed.planner", "torch.distributed",
                  "torch.fx._symbolic_trace", "torch.fx"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    for cat in (UserWarning, FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=cat)
 
 
 @dataclass
@@ -153,13 +157,15 @@ def parallelize(
     tables, _ = _table_specs(task)
     stds = table_init_stds(task)
     plan, sharders = make_plan(task, env, sharding or {}, batch_size, sparse_optim.name)
-    dmp = DistributedModelParallel(
-        module=task,
-        env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
-        device=env.device,
-        plan=plan,
-        sharders=sharders,
-    )
+    with warnings.catch_warnings():  # TorchRec passes DDP's deprecated ``broadcast_buffers`` itself
+        warnings.filterwarnings("ignore", message=r"`broadcast_buffers` is deprecated", category=FutureWarning)
+        dmp = DistributedModelParallel(
+            module=task,
+            env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+            device=env.device,
+            plan=plan,
+            sharders=sharders,
+        )
     init_embeddings(dmp, tables, seed, stds)
     optimizer = combined_optimizer(dmp, dense_optim)
     return Parallelized(dmp=dmp, optimizer=optimizer, plan=plan)

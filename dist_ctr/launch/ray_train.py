@@ -174,6 +174,7 @@ def _default_checkpoint_dir(storage_url: str, name: str) -> Optional[str]:
 
 def _train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: DistEnv from the Ray context, then the engine (``run_job``)."""
+    _quiet_worker_logging()  # before torch / TorchRec imports: FBGEMM logs its library loads at INFO
     import ray.train
     import torch
 
@@ -217,6 +218,43 @@ def _train_worker(config: dict[str, Any]) -> None:
     report(final, pointer)
 
 
+# Console: what a person sees on the driver of a Ray run (Ray forwards every worker's stdout with a prefix).
+# - Ray Train v2 patches ``print`` in the workers to log through the root logger AND (stdout being Ray's stream,
+#   not ``sys.__stdout__``) print as well, so every line of rank 0 showed up twice: the patch is turned off
+#   (``RAY_TRAIN_ENABLE_PRINT_PATCH=0``, which Ray Train propagates from the driver to the controller and workers).
+# - Ray Train sets the workers' root logger to INFO, so FBGEMM's INFO chatter (library loads, TBE arguments)
+#   reached the console: the worker puts the root logger back to WARNING, as in a plain Python process.
+# - Ray Train's own INFO lines ("Reporting training result ...", "Checkpoint successfully created ...") are off
+#   (``RunConfig(logging_config=LoggingConfig(log_level="WARNING"))``); its warnings and errors (worker failures,
+#   restarts, timeouts) still show.
+# - ``PlacementGroupCleaner`` (a detached Ray Train actor) asks the State API once a second whether the controller
+#   is alive; the State API is served by the dashboard, which a local runtime started here does not run
+#   (``include_dashboard=False``), so every check logged "Failed to query Ray Train Controller actor state".
+#   That one message is dropped in the worker processes of runtimes started here (``worker_process_setup_hook``).
+_PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def _quiet_worker_logging() -> None:
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+class _DropStateApiNotice:
+    """``logging`` filter: drops PlacementGroupCleaner's "Failed to query Ray Train Controller actor state"."""
+
+    def filter(self, record: Any) -> bool:
+        return not str(record.msg).startswith("Failed to query Ray Train Controller actor state")
+
+
+def _ray_process_setup() -> None:
+    """``worker_process_setup_hook`` of a runtime started by :func:`run_ray_job` (runs in every Ray worker)."""
+    import logging
+
+    logging.getLogger(_CLEANER_LOGGER).addFilter(_DropStateApiNotice())
+
+
 def run_ray_job(job: JobConfig, callbacks_factory: Optional[Callable[[], list[Any]]] = None,
                 ray_init: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Run ``job`` as Ray Train workers (``job.distributed.ray``); returns the run summary (rank 0's).
@@ -235,7 +273,7 @@ def run_ray_job(job: JobConfig, callbacks_factory: Optional[Callable[[], list[An
     import dataclasses
 
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from dist_ctr.strict import to_dict
@@ -248,7 +286,12 @@ def run_ray_job(job: JobConfig, callbacks_factory: Optional[Callable[[], list[An
         if rc.address and "address" not in kwargs:
             kwargs["address"] = rc.address
         kwargs.setdefault("include_dashboard", False)
+        if not kwargs.get("include_dashboard"):  # no dashboard, no State API: see _ray_process_setup
+            runtime_env = dict(kwargs.get("runtime_env") or {})
+            runtime_env.setdefault("worker_process_setup_hook", _ray_process_setup)
+            kwargs["runtime_env"] = runtime_env
         ray.init(**kwargs)
+    os.environ.setdefault(_PRINT_PATCH_ENV, "0")  # read by the Ray Train controller and workers it starts
     ck = dataclasses.replace(job.train.checkpoint)
     storage_url = rc.storage_path or os.path.join(job.output_dir, "ray")
     # the checkpoint store's options reach Ray's run directory too when both live on the same store
@@ -267,6 +310,7 @@ def run_ray_job(job: JobConfig, callbacks_factory: Optional[Callable[[], list[An
             name=job.name, storage_path=storage_path, storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=rc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=ck.keep or None),
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     result = trainer.fit()

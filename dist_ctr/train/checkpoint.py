@@ -15,8 +15,10 @@ M ranks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -79,6 +81,16 @@ def latest_checkpoint(root: str, storage_options: dict[str, Any] | None = None) 
     return cps[-1] if cps else None
 
 
+@contextlib.contextmanager
+def _quiet_dcp():
+    """Around DCP save / load only: TorchRec's sharded tables are ``ShardedTensor``s, and DCP's planner warns on
+    every one of them that ShardedTensor is deprecated (a TorchRec matter, nothing a user can act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Please use DTensor instead and we are deprecating ShardedTensor",
+                                category=FutureWarning)
+        yield
+
+
 def save_checkpoint(
     root: str,
     step: int,
@@ -97,7 +109,8 @@ def save_checkpoint(
     if rank == 0 and fs.exists(path):
         fs.rm(path, recursive=True)  # a stale uncommitted attempt at the same step
     _barrier()
-    dcp.save(app_state, storage_writer=FsspecWriter(url, **(storage_options or {})))
+    with _quiet_dcp():
+        dcp.save(app_state, storage_writer=FsspecWriter(url, **(storage_options or {})))
     fs.makedirs(f"{path}/loader", exist_ok=True)
     with fs.open(f"{path}/loader/rank_{rank:05d}.json", "w") as f:
         json.dump(loader_state or {}, f)
@@ -133,7 +146,8 @@ def load_checkpoint(url: str, app_state: dict[str, Any], storage_options: dict[s
     fs, path = _fs(url, storage_options)
     if not fs.exists(f"{path}/{MARKER}"):
         raise FileNotFoundError(f"{url}: not a committed checkpoint (no {MARKER} marker)")
-    dcp.load(app_state, storage_reader=FsspecReader(url, **(storage_options or {})))
+    with _quiet_dcp():
+        dcp.load(app_state, storage_reader=FsspecReader(url, **(storage_options or {})))
 
 
 def load_loader_states(url: str, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import warnings
 from typing import Any
 
 import fsspec
@@ -88,7 +90,10 @@ def export_checkpoint(checkpoint_url: str, out_path: str, storage_options: dict[
     sd = {k: v for k, v in task.state_dict().items()}
     state = {"model": sd}
     try:
-        dcp.load(state, storage_reader=FsspecReader(url, **(storage_options or {})), no_dist=True)
+        with warnings.catch_warnings():  # loading in one process with no process group is the point here
+            warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled, unavailable or uninitialized",
+                                    category=UserWarning)
+            dcp.load(state, storage_reader=FsspecReader(url, **(storage_options or {})), no_dist=True)
     except Exception as e:  # DCP names the first key it cannot find; say which checkpoint and model
         raise ValueError(f"{url}: cannot load its weights into an unsharded {desc['model']}: {e}") from e
     weights = {k: v.detach().cpu().contiguous() for k, v in state["model"].items()}
@@ -140,6 +145,26 @@ def load_exported(path: str, storage_options: dict[str, Any] | None = None) -> t
     return task, meta
 
 
+class _DropFxTracingNotice(logging.Filter):
+    """Drops torch.fx's one-time ``is_fx_tracing will return true ...`` notice (a ``logging`` warning meant for
+    library authors, logged the first time TorchRec's modules ask ``is_fx_tracing()`` in a forward)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("is_fx_tracing will return true")
+
+
+def _no_fx_tracing_notice(batches):
+    """Yields ``batches`` with :class:`_DropFxTracingNotice` on torch.fx's logger while the caller runs the model;
+    the filter is removed afterwards (other records of that logger, and other loggers, pass unchanged)."""
+    logger = logging.getLogger("torch.fx._symbolic_trace")
+    drop = _DropFxTracingNotice()
+    logger.addFilter(drop)
+    try:
+        yield from batches
+    finally:
+        logger.removeFilter(drop)
+
+
 @torch.no_grad()
 def predict_batches(task: nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Probabilities ``(N, T)`` (regression columns as is) and row ids ``(N,)`` (or None) over ``batches``.
@@ -148,7 +173,7 @@ def predict_batches(task: nn.Module, batches) -> tuple[torch.Tensor, torch.Tenso
     """
     preds, ids = [], []
     has_ids = True
-    for b in batches:
+    for b in _no_fx_tracing_notice(batches):
         logits = task.model(b.dense, b.sparse)  # (B, T)
         p = task.predict_proba(logits)
         if b.row_ids is not None:
