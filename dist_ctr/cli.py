@@ -7,6 +7,8 @@
     dist-ctr predict MODEL DATA_URL OUT_URL
     dist-ctr models
     dist-ctr report RUN_DIR [--out DIR]      (plots + summary from <output_dir>/<job name>/metrics.jsonl)
+    dist-ctr submit JOB.yaml --address http://HOST:8265 [--num-workers N] [--set k=v] [--follow]
+    dist-ctr jobs list|status|logs|stop [JOB_ID] --address http://HOST:8265 [--follow]
 
 A user's mistake (bad config key, missing file, bad data) prints one clear line and exits with status 2; set
 DIST_CTR_DEBUG=1 to see the full traceback.
@@ -45,9 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from dist_ctr.launch.ray_train import run_ray_job
 
         result = run_ray_job(job)
-        import json
-
-        print(f"[ray] finished: {json.dumps(result, default=str)}")
+        print("\n".join(_ray_summary_lines(job, result)), flush=True)
         return 0
     world = args.spawn or (job.distributed.world_size if job.distributed.launcher == "spawn" else 1)
     if world > 1:
@@ -63,6 +63,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     init_process_group(env)
     run_job(job, env)
     return 0
+
+
+def _ray_summary_lines(job: Any, result: dict[str, Any]) -> list[str]:
+    """The end of a ``--ray`` run on the driver: a short aligned block (the full summary is in the JSON file)."""
+    def metrics(d: dict[str, Any]) -> str:
+        first = ("auc", "logloss", "mse", "mae")
+        parts = [f"{k} {float(d[k]):.4f}" for k in first if k in d]
+        parts += [f"{k} {float(v):.4f}" for k, v in d.items() if k not in first and not k.endswith("rows")
+                  and isinstance(v, (int, float))][:4]
+        rows = next((v for k, v in d.items() if k.endswith("rows")), None)
+        return "   ".join(parts) + (f"   rows {int(rows):,}" if rows else "")
+
+    rows = [("workers", f"{(result.get('world_size') or job.distributed.ray.num_workers)} Ray Train workers, "
+                        f"{int(result.get('steps', 0)):,} steps")]
+    if result.get("samples_per_s"):
+        rows.append(("samples/s", f"{float(result['samples_per_s']):,.0f} (training, all workers)"))
+    for key, label in (("eval", "eval"), ("train", "train"), ("baseline_eval", "baseline")):
+        if result.get(key):
+            rows.append((label, metrics(result[key])))
+    rows += [("checkpoint", result.get("checkpoint") or "none"),
+             ("ray ckpt", result.get("ray_checkpoint") or "none"),
+             ("summary", f"{job.output_dir.rstrip('/')}/{job.name}/ray_summary.json")]
+    return [f"[ray] {job.name}: finished"] + [f"  {k:<11} {v}" for k, v in rows]
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -141,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list registered models and their config keys")
     m.set_defaults(fn=_cmd_models)
+    from dist_ctr.cli_jobs import add_jobs_commands
+
+    add_jobs_commands(sub)  # submit, jobs list|status|logs|stop (Ray Jobs API)
 
     e = sub.add_parser("export", help="gather a sharded checkpoint into a single-process model file")
     e.add_argument("checkpoint")

@@ -152,7 +152,9 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobCo
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
     if job.schema.path and not Path(job.schema.path).is_absolute():
-        job.schema.path = str((p.parent / job.schema.path).resolve()) if not Path(job.schema.path).exists() else job.schema.path
+        # absolute either way: Ray Train workers do not share the driver's working directory
+        job.schema.path = str((p.parent / job.schema.path).resolve()) if not Path(job.schema.path).exists() \
+            else str(Path(job.schema.path).resolve())
     return job
 
 

@@ -80,7 +80,13 @@ SCHEMAS = {"tiny": tiny_schema, "sequence": sequence_schema, "multitask": multit
 # Deterministic variants: DIEN's in-batch negative sampling draws from each rank's rows; DSIN's BiLSTM dropout
 # masks are per rank. (Batch norms -- Dice in DIN, AFN's log-transform layer -- normalise over the global batch:
 # the Trainer's default ``sync_batchnorm``.)
-OVERRIDES: dict[str, dict[str, Any]] = {"DIEN": {"use_negsampling": False}, "DSIN": {"bilstm_dropout": 0.0}}
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "DIEN": {"use_negsampling": False}, "DSIN": {"bilstm_dropout": 0.0},
+    # DLRM's bottom MLP must end at the schema's embedding dim (8 in the tiny schema); its defaults end at 64 / 128.
+    "DLRM": {"dense_arch_layer_sizes": (16, 8), "over_arch_layer_sizes": (16, 1)},
+    "DLRM_DCNv2": {"dense_arch_layer_sizes": (16, 8), "over_arch_layer_sizes": (16, 1), "dcn_num_layers": 2,
+                   "dcn_low_rank_dim": 4},
+}
 # Embeddings (and DNN weights) large enough to move the loss from the first step: with DeepCTR's default 1e-4 the
 # outputs of a few steps are ~sigmoid(bias) whatever the tables hold, and a mis-sharded table would go unseen.
 VISIBLE_INIT_STD = 0.1
@@ -163,7 +169,7 @@ def rank_local_randomness(model: torch.nn.Module) -> bool:
 
 
 def tiny_models() -> list[str]:
-    """Registered models that build on the tiny schema with their default config."""
+    """Registered models that build on the tiny schema with their default config (plus ``OVERRIDES``)."""
     from dist_ctr.models import MODEL_REGISTRY
 
     names = []
@@ -172,7 +178,7 @@ def tiny_models() -> list[str]:
         if reqs - {"sparse", "dense"}:
             continue
         try:
-            model = build_model(name, tiny_schema(), None)
+            model = build_model(name, tiny_schema(), model_config(name, None))  # defaults + OVERRIDES
         except Exception:  # noqa: BLE001 - models that need extra config are covered by their own tests
             continue
         if rank_local_randomness(model):
