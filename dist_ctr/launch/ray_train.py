@@ -200,7 +200,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     factory = config.get("callbacks_factory")
     if factory is not None:
         callbacks.extend(factory())
-    result = run_job(job, env, callbacks=tuple(callbacks), verbose=env.is_main)
+    result = run_job(job, env, callbacks=tuple(callbacks), verbose=env.is_main, print_result=False)
     summary = result.summary()
     summary["step_losses"] = [[int(s["step"]), float(s["loss"])] for s in (result.history.steps if result.history
                                                                              else []) if "loss" in s]

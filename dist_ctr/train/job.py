@@ -127,7 +127,8 @@ def make_trainer(job: JobConfig, schema: FeatureSchema, env: DistEnv, model_name
     return trainer
 
 
-def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool = True) -> JobResult:
+def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool = True,
+            print_result: bool = True) -> JobResult:
     """Train (and evaluate) a job on this process; collective when the world size is above 1."""
     quiet_torchrec()
     schema = load_schema(job.schema)
@@ -153,7 +154,7 @@ def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool =
                                                  (run_log, *callbacks), run_log, verbose)
     finally:
         run_log.close()
-    if env.is_main and verbose:
+    if env.is_main and verbose and print_result:  # the Ray driver prints the run's summary itself
         print_summary(job, result, train_time)
     return result
 
