@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import yaml
 
 from dist_ctr.cli_report import add_report_command
+from dist_ctr.errors import DistCtrError
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, TypeError)
+USER_ERRORS: tuple[type[BaseException], ...] = (DistCtrError, ValueError, KeyError, FileNotFoundError, TypeError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

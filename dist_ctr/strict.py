@@ -19,10 +19,12 @@ import types
 import typing
 from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from dist_ctr.errors import ConfigErrorBase
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigErrorBase):
     """A config value is wrong; the message starts with the key path."""
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from dist_ctr.errors import DataErrorBase
+
 
 def _where(file: Optional[str], row_group: Optional[int], column: Optional[str]) -> str:
     parts = []
@@ -29,7 +31,7 @@ def _where(file: Optional[str], row_group: Optional[int], column: Optional[str])
     return ", ".join(parts)
 
 
-class DataError(ValueError):
+class DataError(DataErrorBase):
     """A data set cannot be read as the schema says.
 
     Args:

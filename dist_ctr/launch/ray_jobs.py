@@ -39,6 +39,8 @@ from typing import Any, Iterator, Optional, TextIO
 
 import yaml
 
+from dist_ctr.errors import LaunchError
+
 __all__ = ["JobsError", "TERMINAL", "job_info", "job_logs", "job_status", "list_jobs", "stop_job", "submit_job",
            "wait_for_job"]
 
@@ -46,7 +48,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 JOB_FILE = "job.yaml"
 
 
-class JobsError(ValueError):
+class JobsError(LaunchError):
     """A job-server request failed for a reason the user can act on; the message is one line."""
 
 

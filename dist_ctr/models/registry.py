@@ -11,9 +11,10 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from dist_ctr.models.base import CTRModel
 from dist_ctr.schema import FeatureSchema
+from dist_ctr.errors import ConfigErrorBase
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ConfigErrorBase):
     """A model name or config key is wrong; the message names it."""
 
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+from dist_ctr.errors import SchemaErrorBase
+
 DEFAULT_GROUP_NAME = "default_group"
 COMBINERS = ("sum", "mean", "max")
 TASK_TYPES = ("binary", "regression")
 
 
-class SchemaError(ValueError):
+class SchemaError(SchemaErrorBase):
     """A feature schema is invalid; the message names the feature or key."""
 
 

@@ -41,9 +41,10 @@ from dist_ctr.distributed.model_parallel import parallelize
 from dist_ctr.train import checkpoint as ckpt
 from dist_ctr.train.metrics import EvalAccumulator
 from dist_ctr.train.task import CTRTask
+from dist_ctr.errors import TrainingFailure
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TrainingFailure):
     """Training cannot go on (non-finite loss, bad labels); the message says where."""
 
 
