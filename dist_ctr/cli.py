@@ -10,8 +10,10 @@
     dist-ctr submit JOB.yaml --address http://HOST:8265 [--num-workers N] [--set k=v] [--follow]
     dist-ctr jobs list|status|logs|stop [JOB_ID] --address http://HOST:8265 [--follow]
 
-A user's mistake (bad config key, missing file, bad data) prints one clear line and exits with status 2; set
-DIST_CTR_DEBUG=1 to see the full traceback.
+A user's mistake (bad config key, missing file, bad data, a checkpoint or model file that does not fit, storage
+that refuses) is a ``DistCtrError`` (``dist_ctr/errors.py``): one clear line, exit status 2. Anything else is a
+bug and keeps its traceback. Ctrl-C prints one line and exits 130. Set DIST_CTR_DEBUG=1 to see the full
+traceback of a user error too.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import yaml
 
 from dist_ctr.cli_report import add_report_command
 from dist_ctr.errors import DistCtrError
+from dist_ctr.strict import ConfigError
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for it in items:
         if "=" not in it:
-            raise ValueError(f"--set expects key=value, got {it!r}")
+            raise ConfigError(f"--set expects key=value, got {it!r}")
         k, v = it.split("=", 1)
         out[k] = yaml.safe_load(v)
     return out
@@ -44,6 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.num_workers is not None:
         overrides["distributed.ray.num_workers"] = args.num_workers
     job = load_job(args.job, overrides)
+    _check_train_outputs(job, ray=args.ray or job.distributed.launcher == "ray")
     if args.ray or job.distributed.launcher == "ray":
         from dist_ctr.launch.ray_train import run_ray_job
 
@@ -66,6 +70,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_train_outputs(job: Any, ray: bool) -> None:
+    """Before any work: the run directory (and, off Ray, the checkpoint dir) can be written."""
+    from dist_ctr.storage import check_writable
+
+    check_writable(f"{job.output_dir.rstrip('/')}/{job.name}/.dist_ctr")
+    ck = job.train.checkpoint
+    if ck.dir and not ray:  # under Ray the checkpoint dir may be a path only the workers see
+        check_writable(f"{ck.dir.rstrip('/')}/.dist_ctr", ck.storage_options)
+
+
 def _ray_summary_lines(job: Any, result: dict[str, Any]) -> list[str]:
     """The end of a ``--ray`` run on the driver: a short aligned block (the full summary is in the JSON file)."""
     def metrics(d: dict[str, Any]) -> str:
@@ -86,6 +100,9 @@ def _ray_summary_lines(job: Any, result: dict[str, Any]) -> list[str]:
     rows += [("checkpoint", result.get("checkpoint") or "none"),
              ("ray ckpt", result.get("ray_checkpoint") or "none"),
              ("summary", f"{job.output_dir.rstrip('/')}/{job.name}/ray_summary.json")]
+    from dist_ctr.data.reports import report_rows
+
+    rows += report_rows(result.get("data_report"))  # skipped / filled, merged over the workers
     return [f"[ray] {job.name}: finished"] + [f"  {k:<11} {v}" for k, v in rows]
 
 
@@ -128,8 +145,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from dist_ctr.train.export import predict_parquet
 
-    n = predict_parquet(args.model, args.data, args.out, batch_size=args.batch_size)
+    report: dict[str, Any] = {}
+    n = predict_parquet(args.model, args.data, args.out, batch_size=args.batch_size, report=report)
     print(f"[predict] wrote {n:,} predictions to {args.out}")
+    from dist_ctr.data.reports import report_rows
+
+    for k, v in report_rows(report):
+        print(f"  {k:<8} {v}")
     return 0
 
 
@@ -184,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (DistCtrError, ValueError, KeyError, FileNotFoundError, TypeError)
+USER_ERRORS: tuple[type[BaseException], ...] = (DistCtrError,)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,14 +214,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "fn"):
         build_parser().print_help()
         return 2
-    if os.environ.get("DIST_CTR_DEBUG"):
-        return int(args.fn(args) or 0)
     try:
-        return int(args.fn(args) or 0)
-    except USER_ERRORS as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"dist-ctr: error: {msg}", file=sys.stderr)
-        return 2
+        if os.environ.get("DIST_CTR_DEBUG"):
+            return int(args.fn(args) or 0)
+        try:
+            return int(args.fn(args) or 0)
+        except USER_ERRORS as e:
+            print(f"dist-ctr: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print("\ndist-ctr: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    """The error's message on one line (the lines of a multi-line message joined by ``; ``)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+    return "; ".join(lines)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import argparse
 import datetime as _dt
 from typing import Any, Sequence
 
+from dist_ctr.strict import ConfigError
+
 __all__ = ["add_data_commands", "expand_partitions", "parse_storage_options"]
 
 
@@ -35,9 +37,9 @@ def expand_partitions(spec: str | None) -> list[str] | None:
             try:
                 d0, d1 = _dt.date.fromisoformat(a.strip()), _dt.date.fromisoformat(b.strip())
             except ValueError:
-                raise ValueError(f"bad date range {item!r}: expected YYYY-MM-DD..YYYY-MM-DD") from None
+                raise ConfigError(f"bad date range {item!r}: expected YYYY-MM-DD..YYYY-MM-DD") from None
             if d1 < d0:
-                raise ValueError(f"bad date range {item!r}: the end is before the start")
+                raise ConfigError(f"bad date range {item!r}: the end is before the start")
             out += [(d0 + _dt.timedelta(days=k)).isoformat() for k in range((d1 - d0).days + 1)]
         else:
             out.append(item)
@@ -51,7 +53,7 @@ def parse_storage_options(items: Sequence[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for it in items or []:
         if "=" not in it:
-            raise ValueError(f"--storage-option expects key=value, got {it!r}")
+            raise ConfigError(f"--storage-option expects key=value, got {it!r}")
         k, v = it.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
@@ -61,7 +63,7 @@ def _int_list(spec: str) -> list[int]:
     try:
         return [int(x) for x in spec.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"expected comma-separated integers, got {spec!r}") from None
+        raise ConfigError(f"expected comma-separated integers, got {spec!r}") from None
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ import os
 import time
 from typing import Any, Optional, Sequence
 
+from dist_ctr.strict import ConfigError
+
 __all__ = ["add_jobs_commands", "format_table"]
 
 
@@ -32,7 +34,7 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for it in items:
         if "=" not in it:
-            raise ValueError(f"--set expects key=value, got {it!r}")
+            raise ConfigError(f"--set expects key=value, got {it!r}")
         k, v = it.split("=", 1)
         out[k] = yaml.safe_load(v)
     return out
@@ -44,9 +46,9 @@ def _runtime_env(text: Optional[str]) -> Optional[dict[str, Any]]:
     try:
         env = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"--runtime-env-json is not valid JSON: {e}") from None
+        raise ConfigError(f"--runtime-env-json is not valid JSON: {e}") from None
     if not isinstance(env, dict):
-        raise ValueError(f"--runtime-env-json must be a JSON object, got {type(env).__name__}")
+        raise ConfigError(f"--runtime-env-json must be a JSON object, got {type(env).__name__}")
     return env
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from dist_ctr.strict import ConfigError, from_dict
+from dist_ctr.strict import ConfigError, from_dict, ranged
 
 
 @dataclass
@@ -32,11 +32,11 @@ class SynthSection:
 
     preset: str = "criteo-kaggle"
     out: str = "runs/data/demo"
-    rows: int = 200_000
-    eval_rows: int = 50_000
-    shards: int = 4
-    row_group_rows: int = 16_384
-    seed: int = 7
+    rows: int = ranged(200_000, ge=1)
+    eval_rows: int = ranged(50_000, ge=0)
+    shards: int = ranged(4, ge=1)
+    row_group_rows: int = ranged(16_384, ge=1)
+    seed: int = ranged(7, ge=0)
 
 
 @dataclass
@@ -60,16 +60,16 @@ class SparseOptimConfig:
     """Fused embedding optimizer applied in backward (FBGEMM TBE under DMP)."""
 
     name: Literal["rowwise_adagrad", "adagrad", "adam", "sgd"] = "rowwise_adagrad"
-    lr: float = 0.05
-    eps: float = 1e-8
-    weight_decay: float = 0.0
+    lr: float = ranged(0.05, gt=0)
+    eps: float = ranged(1e-8, gt=0)
+    weight_decay: float = ranged(0.0, ge=0)
 
 
 @dataclass
 class DenseOptimConfig:
     name: Literal["adam", "adagrad", "sgd", "adamw", "rmsprop"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = ranged(1e-3, gt=0)
+    weight_decay: float = ranged(0.0, ge=0)
 
 
 @dataclass
@@ -81,18 +81,18 @@ class OptimSection:
 @dataclass
 class CheckpointSection:
     dir: Optional[str] = None
-    every_steps: int = 0
-    keep: int = 2
+    every_steps: int = ranged(0, ge=0)
+    keep: int = ranged(2, ge=0)
     resume: bool = True
     storage_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class TrainSection:
-    epochs: int = 1
-    max_steps: int = 0
-    log_every: int = 50
-    eval_every_steps: int = 0
+    epochs: int = ranged(1, ge=1)
+    max_steps: int = ranged(0, ge=0)
+    log_every: int = ranged(50, ge=0)
+    eval_every_steps: int = ranged(0, ge=0)
     progress: bool = True
     baseline: bool = False
     eval_train: bool = False
@@ -103,17 +103,17 @@ class TrainSection:
 @dataclass
 class RaySection:
     address: Optional[str] = None
-    num_workers: int = 2
+    num_workers: int = ranged(2, ge=1)
     use_gpu: bool = False
     resources_per_worker: dict[str, float] = field(default_factory=dict)
     storage_path: Optional[str] = None
-    max_failures: int = 0
-    report_every: int = 50
+    max_failures: int = ranged(0, ge=-1)
+    report_every: int = ranged(50, ge=0)
 
 
 @dataclass
 class DistributedSection:
-    world_size: int = 1
+    world_size: int = ranged(1, ge=1)
     launcher: Literal["local", "spawn", "ray"] = "local"
     sharding: dict[str, Any] = field(default_factory=dict)
     pipeline: Literal["auto", "sparse_dist", "none"] = "auto"
@@ -130,7 +130,7 @@ class JobConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
-    seed: int = 0
+    seed: int = ranged(0, ge=0)
     output_dir: str = "runs"
 
 

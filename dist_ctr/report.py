@@ -17,7 +17,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dist_ctr.errors import DistCtrError
 from dist_ctr.train.observability import METRICS_FILE
+
+
+class RunDirNotFoundError(DistCtrError, FileNotFoundError):
+    """No run directory, or no metrics file in it."""
+
+
+class RunLogError(DistCtrError, ValueError):
+    """The run's metrics file is empty or holds a line that is not JSON."""
 
 
 def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -35,9 +44,9 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
     """
     path = Path(run_dir) / METRICS_FILE
     if not Path(run_dir).is_dir():
-        raise FileNotFoundError(f"run directory not found: {run_dir}")
+        raise RunDirNotFoundError(f"run directory not found: {run_dir}")
     if not path.is_file():
-        raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir} (is it a run directory, <output_dir>/<job name>?)")
+        raise RunDirNotFoundError(f"no {METRICS_FILE} in {run_dir} (is it a run directory, <output_dir>/<job name>?)")
     records: list[dict[str, Any]] = []
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -45,9 +54,9 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i}: not a JSON record ({e.msg})") from None
+            raise RunLogError(f"{path}:{i}: not a JSON record ({e.msg})") from None
     if not records:
-        raise ValueError(f"{path} has no records (did the run log any step?)")
+        raise RunLogError(f"{path} has no records (did the run log any step?)")
     return records
 
 

@@ -10,11 +10,20 @@ Unknown keys, missing required keys and values of the wrong type are errors that
 Traceback (most recent call last):
 ...
 dist_ctr.strict.ConfigError: train.checkpoint: unknown key 'every_step' (allowed: dir, every_steps, keep, resume, storage_options)
+
+Numbers carry their allowed range in the field's metadata (:func:`ranged`), checked by :func:`from_dict` with the
+key path:
+
+>>> from_dict(TrainSection, {"epochs": -1}, "train")
+Traceback (most recent call last):
+...
+dist_ctr.strict.ConfigError: train.epochs: must be >= 1, got -1
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -26,6 +35,50 @@ T = TypeVar("T")
 
 class ConfigError(ConfigErrorBase):
     """A config value is wrong; the message starts with the key path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed interval of a number: ``gt`` / ``ge`` lower bound (exclusive / inclusive), ``le`` upper bound.
+
+    >>> Range(gt=0).check(0.0, "optim.dense.lr")
+    Traceback (most recent call last):
+    ...
+    dist_ctr.strict.ConfigError: optim.dense.lr: must be > 0, got 0.0
+    """
+
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+
+    def check(self, value: Any, path: str) -> None:
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}: must be a finite number, got {value!r}")
+        if self.gt is not None and not value > self.gt:
+            raise ConfigError(f"{path}: must be > {self.gt:g}, got {value!r}")
+        if self.ge is not None and not value >= self.ge:
+            raise ConfigError(f"{path}: must be >= {self.ge:g}, got {value!r}")
+        if self.le is not None and not value <= self.le:
+            raise ConfigError(f"{path}: must be <= {self.le:g}, got {value!r}")
+
+
+def ranged(default: Any, *, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field with ``default`` whose value :func:`from_dict` checks against the range
+    (``epochs: int = ranged(1, ge=1)``)."""
+    return dataclasses.field(default=default, metadata={"range": Range(gt=gt, ge=ge, le=le)})
+
+
+def check_ranges(obj: Any, path: str = "") -> None:
+    """Check every ranged field of dataclass ``obj`` (recursively); for configs built in code, not parsed."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        rng = f.metadata.get("range")
+        if rng is not None:
+            rng.check(value, _join(path, f.name))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_ranges(value, _join(path, f.name))
 
 
 def _join(path: str, key: str | int) -> str:
@@ -112,6 +165,9 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     for name, f in fields.items():
         if name in data:
             kwargs[name] = _convert(hints[name], data[name], _join(path, name))
+            rng = f.metadata.get("range")
+            if rng is not None:
+                rng.check(kwargs[name], _join(path, name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
             raise ConfigError(f"{path or cls.__name__}: missing required key {name!r}")
     try:

@@ -488,11 +488,9 @@ class CompatModel:
         return ckpt.latest_checkpoint(str(filepath)) is not None
 
     def load_weights(self, filepath: str) -> None:
-        """Restore what :meth:`save_weights` (or ``ModelCheckpoint``) wrote at ``filepath``."""
-        trainer = self._ensure_trainer()
-        latest = ckpt.latest_checkpoint(str(filepath))
-        url = latest.url if latest is not None else str(filepath)
-        trainer.load(url)
+        """Restore what :meth:`save_weights` (or ``ModelCheckpoint``) wrote at ``filepath``, validated first (one
+        ``CheckpointError`` line); torn newer checkpoints there are passed over with a warning naming each."""
+        self._ensure_trainer().load(ckpt.newest_good_or(str(filepath), "load_weights"))
 
     def state_dict(self) -> dict[str, Any]:
         """The sharded model's state dict (DMP keys; ``ShardedTensor`` embeddings)."""

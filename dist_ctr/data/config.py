@@ -11,7 +11,7 @@ Unknown keys are errors that name the key; ``storage_options`` (credentials, end
 >>> DataConfig.from_dict({"url": "x", "batch_sise": 1}, where="data.train")
 Traceback (most recent call last):
 ...
-dist_ctr.strict.ConfigError: data.train: unknown key 'batch_sise' (allowed: url, storage_options, partitions, batch_size, shuffle, shuffle_buffer_rows, num_workers, prefetch, tail_policy, on_bad_file, dense, vocabularies, row_id_column, require_labels, file_suffixes)
+dist_ctr.strict.ConfigError: data.train: unknown key 'batch_sise' (allowed: url, storage_options, partitions, batch_size, shuffle, shuffle_buffer_rows, num_workers, prefetch, tail_policy, on_bad_file, on_non_finite, dense, vocabularies, row_id_column, require_labels, file_suffixes)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional
 
-from dist_ctr.strict import ConfigError, from_dict
+from dist_ctr.strict import ConfigError, from_dict, ranged
 
 
 @dataclass
@@ -43,7 +43,7 @@ class DenseTransformConfig:
     """
 
     transform: Literal["none", "log", "minmax"] = "log"
-    fill_na: float = 0.0
+    fill_na: float = ranged(0.0)
     per_feature: dict[str, str] = field(default_factory=dict)
     stats: dict[str, list[float]] = field(default_factory=dict)
 
@@ -101,6 +101,10 @@ class DataConfig:
             ``floor(min_rank_rows / B)`` full batches; the rest of each rank's rows is not read this epoch).
         on_bad_file (str): ``"error"`` raises :class:`~dist_ctr.data.errors.DataError`; ``"skip"`` skips the file /
             row group and lists it in the loader's ``bad_files`` report.
+        on_non_finite (str): a dense value that is ``inf`` / ``-inf`` (NaN and null are filled by ``dense.fill_na``
+            either way): ``"error"`` raises :class:`~dist_ctr.data.errors.BadValueError` naming file, row group
+            and column; ``"fill"`` replaces it by ``dense.fill_na`` and counts it per column in the loader's
+            ``filled`` report.
         dense (DenseTransformConfig): dense fill / transform.
         vocabularies (dict[str, str]): feature name -> URL of a vocabulary file (one value per line): the value on
             line ``i`` (0-based) gets id ``i + 1``; id 0 is the out-of-vocabulary / null bucket.
@@ -120,6 +124,7 @@ class DataConfig:
     prefetch: int = 4
     tail_policy: Literal["pad", "drop"] = "pad"
     on_bad_file: Literal["error", "skip"] = "error"
+    on_non_finite: Literal["error", "fill"] = "error"
     dense: DenseTransformConfig = field(default_factory=DenseTransformConfig)
     vocabularies: dict[str, str] = field(default_factory=dict)
     row_id_column: Optional[str] = "row_id"

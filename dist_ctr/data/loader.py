@@ -52,8 +52,6 @@ sorted listing; pad rows (and rows of a row group skipped under ``on_bad_file="s
 
 from __future__ import annotations
 
-import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -65,6 +63,8 @@ from dist_ctr.data.assignment import Segment, ShardAssignment, UnitSlice, epoch_
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.data.config import DataConfig
 from dist_ctr.data.errors import BadFileReport, DataError, SchemaMismatchError, StorageAccessError
+from dist_ctr.data.prefetch import prefetched
+from dist_ctr.data.reports import data_report
 from dist_ctr.data.source import ParquetSource
 from dist_ctr.data.transforms import Columns, TableTransform, concat_lists, load_vocabulary
 from dist_ctr.schema import FeatureSchema
@@ -73,7 +73,6 @@ __all__ = ["ParquetLoader", "CTRDataLoader", "build_loader"]
 
 _WINDOW_SALT = 0x57A7E
 _STATE_VERSION = 2  # 2 added base_world_size, plan, steps, segments; version 1 cursors still load
-_END = object()
 
 
 @dataclass(frozen=True)
@@ -85,11 +84,6 @@ class _Plan:
     base_world_size: int
     segments: tuple[Segment, ...]
     steps: int
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
 
 
 class ParquetLoader:
@@ -137,7 +131,8 @@ class ParquetLoader:
         has_labels = _agree(files, presence, 1, ",".join(schema.label_names), "label")
         self.labels_present = has_labels
         self.transform = TableTransform(schema, cfg.dense, vocabs, cfg.row_id_column if self.has_row_id else None,
-                                        labels_present=has_labels)
+                                        labels_present=has_labels, on_non_finite=cfg.on_non_finite)
+        self.filled = self.transform.filled  # non-finite dense values replaced under on_non_finite: fill
         self.columns = self.transform.columns
         self.assignment = ShardAssignment(units, world_size, cfg.num_workers, seed, cfg.shuffle)
         self._fingerprint = self.source.fingerprint()
@@ -146,6 +141,11 @@ class ParquetLoader:
         self._resume: Optional[tuple[int, int]] = None
         self._plan: Optional[_Plan] = None  # set by a resume on another world size; None: the default plan
         self._assignments: dict[int, ShardAssignment] = {world_size: self.assignment}
+
+    def report(self) -> dict[str, Any]:
+        """What this loader skipped (``on_bad_file: skip``) or filled (``on_non_finite: fill``) so far, as a
+        plain dict (see :mod:`dist_ctr.data.reports`)."""
+        return data_report(self.bad_files, self.filled)
 
     # ---- epoch / length -----------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -449,52 +449,10 @@ class ParquetLoader:
                 self._step = step + 1
                 yield batch
             return
-        yield from self._prefetched(gen)
+        yield from prefetched(gen, self.cfg.prefetch, f"dist_ctr-loader-rank{self.rank}", self._set_step)
 
-    def _prefetched(self, gen: Iterator[tuple[int, CTRBatch]]) -> Iterator[CTRBatch]:
-        q: queue.Queue = queue.Queue(maxsize=self.cfg.prefetch)
-        stop = threading.Event()
-
-        def put(item: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def run() -> None:
-            try:
-                for item in gen:
-                    if not put(item):
-                        return
-                put(_END)
-            except BaseException as e:  # handed to the consumer, raised there
-                put(_Failure(e))
-            finally:
-                gen.close()
-
-        t = threading.Thread(target=run, name=f"dist_ctr-loader-rank{self.rank}", daemon=True)
-        t.start()
-        try:
-            while True:
-                item = q.get()
-                if item is _END:
-                    break
-                if isinstance(item, _Failure):
-                    raise item.exc
-                step, batch = item
-                self._step = step + 1
-                yield batch
-        finally:
-            stop.set()
-            while True:
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    break
-            t.join(timeout=10)
+    def _set_step(self, step: int) -> None:
+        self._step = step
 
     def __repr__(self) -> str:
         return (f"ParquetLoader(url={self.cfg.url!r}, rank={self.rank}/{self.world_size}, epoch={self.epoch}, "

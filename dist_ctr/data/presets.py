@@ -8,6 +8,9 @@ Both presets have one binary ``label``, 13 dense count features ``I1..I13`` and 
 - ``criteo-1tb``: the Criteo 1TB click logs layout with the MLPerf DLRM-DCNv2 cardinalities (the real ones capped
   at 40M rows), ``embedding_dim=128`` by default; ``capped=False`` gives the uncapped counts of TorchRec's DLRM
   example.
+- ``criteo-1tb-multihot``: MLPerf DLRM-DCNv2's synthetic multi-hot layout: feature ``C_i`` is a bag of
+  ``MLPERF_MULTIHOT_SIZES[i]`` ids (214 per row, sum-pooled) over the 40M-capped tables; ``scale`` /
+  ``max_rows`` shrink the tables so that they fit a small machine.
 
 Sources of the cardinalities (Criteo's own day files carry 32-bit hex tokens; these are the ids left after the
 usual preprocessing, in ``C1..C26`` order):
@@ -25,6 +28,9 @@ usual preprocessing, in ``C1..C26`` order):
 (13, 26, ['label'])
 >>> get_preset("criteo-1tb").feature("C1").vocabulary_size
 40000000
+>>> m = get_preset("criteo-1tb-multihot", max_rows=1000)
+>>> m.feature("C21").maxlen, m.feature("C21").vocabulary_size, sum(MLPERF_MULTIHOT_SIZES)
+(100, 1000, 214)
 >>> criteo_1tb_schema(capped=False).feature("C20").vocabulary_size
 48937457
 """
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SchemaError, SparseFeat
+from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SchemaError, SparseFeat, VarLenSparseFeat
 
 __all__ = [
     "CRITEO_1TB_CARDINALITIES",
@@ -41,9 +47,11 @@ __all__ = [
     "CRITEO_KAGGLE_CARDINALITIES",
     "CRITEO_KAGGLE_DEMO_CARDINALITIES",
     "DENSE_NAMES",
+    "MLPERF_MULTIHOT_SIZES",
     "LABEL_NAME",
     "PRESETS",
     "SPARSE_NAMES",
+    "criteo_1tb_multihot_schema",
     "criteo_1tb_schema",
     "criteo_kaggle_schema",
     "criteo_schema",
@@ -63,6 +71,10 @@ CRITEO_1TB_CARDINALITIES: tuple[int, ...] = (
 CRITEO_1TB_MLPERF_CARDINALITIES: tuple[int, ...] = (
     40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10,
     2209, 11938, 155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36,
+)
+# MLPerf Training DLRM-DCNv2 multi-hot bag sizes (``--multi_hot_sizes`` of the reference, C1..C26; 214 ids/row).
+MLPERF_MULTIHOT_SIZES: tuple[int, ...] = (
+    3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1,
 )
 # Kaggle Display Advertising Challenge (days 0-6), KAGGLE_NUM_EMBEDDINGS_PER_FEATURE.
 CRITEO_KAGGLE_CARDINALITIES: tuple[int, ...] = (
@@ -111,9 +123,35 @@ def criteo_1tb_schema(embedding_dim: int = 128, capped: bool = True, use_hash: b
     return criteo_schema(vocab_sizes, embedding_dim=embedding_dim, use_hash=use_hash)
 
 
+def criteo_1tb_multihot_schema(embedding_dim: int = 128, scale: float = 1.0,
+                               max_rows: int | None = None) -> FeatureSchema:
+    """MLPerf multi-hot Criteo 1TB: ``C_i`` is a sum-pooled bag of ``MLPERF_MULTIHOT_SIZES[i]`` ids.
+
+    Args:
+        embedding_dim (int): every table's dim ``D`` (MLPerf: 128).
+        scale (float): each 40M-capped MLPerf cardinality is multiplied by ``scale`` (at least 1 row).
+        max_rows (int | None): then capped at ``max_rows`` rows per table.
+
+    Returns:
+        FeatureSchema: 13 dense features, 26 bags (a bag of one is a :class:`SparseFeat`), one binary label.
+    """
+    if not scale > 0:
+        raise SchemaError(f"criteo-1tb-multihot: scale must be > 0, got {scale!r}")
+    if max_rows is not None and max_rows < 1:
+        raise SchemaError(f"criteo-1tb-multihot: max_rows must be >= 1, got {max_rows!r}")
+    feats: list[Any] = [DenseFeat(n) for n in DENSE_NAMES]
+    for name, card, bag in zip(SPARSE_NAMES, CRITEO_1TB_MLPERF_CARDINALITIES, MLPERF_MULTIHOT_SIZES):
+        rows = max(1, int(card * scale))
+        rows = rows if max_rows is None else min(rows, max_rows)
+        sf = SparseFeat(name, rows, embedding_dim, dtype="int64")
+        feats.append(sf if bag == 1 else VarLenSparseFeat(sf, maxlen=bag, combiner="sum"))
+    return FeatureSchema(tuple(feats), (LabelSpec(LABEL_NAME),))
+
+
 PRESETS: dict[str, Callable[..., FeatureSchema]] = {
     "criteo-kaggle": criteo_kaggle_schema,
     "criteo-1tb": criteo_1tb_schema,
+    "criteo-1tb-multihot": criteo_1tb_multihot_schema,
 }
 
 

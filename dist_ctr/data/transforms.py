@@ -1,4 +1,5 @@
-"""Arrow tables -> NumPy columns -> ``CTRBatch``, vectorised (no Python loop per row).
+"""Arrow tables -> NumPy columns -> ``CTRBatch``, vectorised (no Python loop per row). The column blocks and their
+assembly into a batch live in :mod:`dist_ctr.data.columns` (re-exported here).
 
 Notation: ``N`` rows of a block, ``B`` batch size, ``F1`` single-valued sparse features, ``n_dense`` dense
 width, ``T`` tasks.
@@ -13,7 +14,9 @@ Per feature, whole columns at a time:
 - a vocabulary file (``DataConfig.vocabularies``): line ``i`` -> id ``i + 1``, unknown / null -> 0;
 - ``VarLenSparseFeat``: a Parquet list column; each list truncated to its first ``maxlen`` ids; a null list is
   an empty bag;
-- ``DenseFeat``: nulls / NaNs -> ``fill_na``; then ``none`` | ``log`` (``log(1 + max(x, 0))``) | ``minmax``
+- ``DenseFeat``: nulls / NaNs -> ``fill_na``; ``inf`` / ``-inf`` (and float64 values beyond float32) raise
+  :class:`BadValueError` naming file, row group and column, or under ``on_non_finite="fill"`` become ``fill_na``
+  and are counted in :attr:`TableTransform.filled`; then ``none`` | ``log`` (``log(1 + max(x, 0))``) | ``minmax``
   (see :class:`~dist_ctr.data.config.DenseTransformConfig`); ``dimension > 1`` reads a list column of exactly
   that many values;
 - labels: ``(N, T)`` float32; binary labels must be 0 or 1, no label may be null.
@@ -32,149 +35,19 @@ Per feature, whole columns at a time:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dist_ctr.data.batch import CTRBatch
+from dist_ctr.data.columns import _BLOCK_ROWS, BatchLayout, Columns, _write_rows, concat_lists  # noqa: F401
 from dist_ctr.data.config import DenseTransformConfig
 from dist_ctr.data.errors import BadValueError, DataError, SchemaMismatchError
+from dist_ctr.data.reports import FillReport
 from dist_ctr.schema import DenseFeat, FeatureSchema, SparseFeat, VarLenSparseFeat, stable_hash
 
-__all__ = ["Columns", "TableTransform", "concat_lists", "load_vocabulary", "dense_transform"]
-
-
-# ---- column blocks ------------------------------------------------------------------------------------------
-@dataclass
-class Columns:
-    """A block of ``N`` transformed rows, column-major.
-
-    Args:
-        dense (np.ndarray): ``(N, n_dense)`` float32.
-        ids (np.ndarray): ``(N, F1)`` int64, single-valued sparse features in schema order (row-major: a shuffle
-            gathers whole rows, several times faster than gathering ``F1`` strided columns).
-        lists (list[tuple[np.ndarray, np.ndarray]]): per multi-valued feature ``(offsets (N + 1,) int64,
-            values int64)``.
-        labels (np.ndarray): ``(N, T)`` float32.
-        row_ids (np.ndarray): ``(N,)`` int64; ``-1`` marks pad rows.
-    """
-
-    dense: np.ndarray
-    ids: np.ndarray
-    lists: list[tuple[np.ndarray, np.ndarray]]
-    labels: np.ndarray
-    row_ids: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.row_ids.shape[0])
-
-    def take(self, idx: np.ndarray) -> "Columns":
-        """Rows ``idx`` (a permutation slice) as a new block."""
-        return Columns(np.take(self.dense, idx, axis=0), np.take(self.ids, idx, axis=0),
-                       [_take_list(o, v, idx) for o, v in self.lists], np.take(self.labels, idx, axis=0),
-                       np.take(self.row_ids, idx))
-
-    def slice(self, lo: int, hi: int) -> "Columns":
-        lists = []
-        for o, v in self.lists:
-            lists.append((o[lo : hi + 1] - o[lo], v[o[lo] : o[hi]]))
-        return Columns(self.dense[lo:hi], self.ids[lo:hi], lists, self.labels[lo:hi], self.row_ids[lo:hi])
-
-    @staticmethod
-    def concat(blocks: Sequence["Columns"]) -> "Columns":
-        if len(blocks) == 1:
-            return blocks[0]
-        return Columns(
-            np.concatenate([b.dense for b in blocks]),
-            np.concatenate([b.ids for b in blocks]),
-            concat_lists([b.lists for b in blocks]),
-            np.concatenate([b.labels for b in blocks]),
-            np.concatenate([b.row_ids for b in blocks]),
-        )
-
-    @staticmethod
-    def pad(n: int, n_dense: int, n_single: int, n_lists: int, n_tasks: int) -> "Columns":
-        """``n`` pad rows: zero dense, id 0, empty lists, label 0, ``row_ids == -1``."""
-        return Columns(
-            np.zeros((n, n_dense), np.float32),
-            np.zeros((n, n_single), np.int64),
-            [(np.zeros(n + 1, np.int64), np.zeros(0, np.int64)) for _ in range(n_lists)],
-            np.zeros((n, n_tasks), np.float32),
-            np.full(n, -1, np.int64),
-        )
-
-    def to_batch(self, layout: "BatchLayout") -> CTRBatch:
-        """One ``CTRBatch``: a key-major KJT (keys = schema sparse names), dense ``(B, n_dense)``, labels ``(B, T)``."""
-        n = len(self)
-        if not self.lists:
-            values = np.ascontiguousarray(self.ids.T).reshape(-1)  # (F1 * B,) key-major
-            lengths = np.ones(values.shape[0], np.int32)
-        else:
-            vparts, lparts = [], []
-            for kind, j in layout.order:
-                if kind == 0:
-                    vparts.append(self.ids[:, j])
-                    lparts.append(np.ones(n, np.int32))
-                else:
-                    o, v = self.lists[j]
-                    vparts.append(v)
-                    lparts.append(np.diff(o).astype(np.int32))
-            values = np.concatenate(vparts) if vparts else np.zeros(0, np.int64)
-            lengths = np.concatenate(lparts) if lparts else np.zeros(0, np.int32)
-        kjt = KeyedJaggedTensor(keys=list(layout.keys), values=torch.from_numpy(values),
-                                lengths=torch.from_numpy(lengths), stride=n)
-        return CTRBatch(
-            dense=torch.from_numpy(np.ascontiguousarray(self.dense)),
-            sparse=kjt,
-            labels=torch.from_numpy(np.ascontiguousarray(self.labels)),
-            row_ids=torch.from_numpy(np.ascontiguousarray(self.row_ids)),
-        )
-
-
-def concat_lists(parts: Sequence[list[tuple[np.ndarray, np.ndarray]]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Concatenate the jagged columns of several blocks (one ``(offsets, values)`` list per block)."""
-    if len(parts) == 1:
-        return list(parts[0])
-    lists = []
-    for j in range(len(parts[0])):
-        offs, vals, base = [np.zeros(1, np.int64)], [], 0
-        for p in parts:
-            o, v = p[j]
-            offs.append(o[1:] + base)
-            vals.append(v)
-            base += int(o[-1])  # host value (numpy)
-        lists.append((np.concatenate(offs), np.concatenate(vals)))
-    return lists
-
-
-def _take_list(offsets: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``idx`` of a jagged column, vectorised."""
-    lens = (offsets[1:] - offsets[:-1])[idx]
-    new_off = np.zeros(len(idx) + 1, np.int64)
-    np.cumsum(lens, out=new_off[1:])
-    total = int(new_off[-1])  # host value (numpy)
-    if total == 0:
-        return new_off, np.zeros(0, np.int64)
-    src_start = np.repeat(offsets[:-1][idx], lens)
-    pos = np.arange(total, dtype=np.int64) - np.repeat(new_off[:-1], lens)
-    return new_off, values[src_start + pos]
-
-
-@dataclass(frozen=True)
-class BatchLayout:
-    """Where each KJT key's ids live in a :class:`Columns`: ``(0, j)`` -> ``ids[j]``, ``(1, j)`` -> ``lists[j]``."""
-
-    keys: tuple[str, ...]
-    order: tuple[tuple[int, int], ...]
-    n_dense: int
-    n_single: int
-    n_lists: int
-    n_tasks: int
+__all__ = ["BatchLayout", "Columns", "TableTransform", "concat_lists", "load_vocabulary", "dense_transform"]
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
@@ -232,33 +105,6 @@ def _combine(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     return col
 
 
-_BLOCK_ROWS = 16_384  # rows per key-major scratch block in _write_rows: (F1, 16384) int64 is about 3 MB
-
-
-def _write_rows(out: np.ndarray, columns: Sequence[np.ndarray],
-                finish: Optional[Callable[[np.ndarray], None]] = None) -> None:
-    """Fill a row-major block ``out`` ``(N, C)`` from ``C`` columns of ``N`` values each.
-
-    Goes through a key-major scratch ``(C, b)`` of :data:`_BLOCK_ROWS` rows: contiguous copies in (casting to
-    ``out.dtype``), an optional in-place ``finish(scratch)`` on contiguous rows, then one transposing copy out.
-
-    >>> out = np.empty((3, 2), np.int64)
-    >>> _write_rows(out, [np.array([1, 2, 3], np.int32), np.array([4, 5, 6])])
-    >>> out.tolist()
-    [[1, 4], [2, 5], [3, 6]]
-    """
-    n, c = out.shape
-    scratch = np.empty((c, min(n, _BLOCK_ROWS)), out.dtype)
-    for lo in range(0, n, _BLOCK_ROWS):
-        hi = min(n, lo + _BLOCK_ROWS)
-        block = scratch[:, : hi - lo]  # (C, b)
-        for j, col in enumerate(columns):
-            block[j] = col[lo:hi]
-        if finish is not None:
-            finish(block)
-        out[lo:hi] = block.T  # (b, C)
-
-
 # ---- the transform ------------------------------------------------------------------------------------------
 class TableTransform:
     """Schema-driven conversion of Arrow tables (one row group at a time) to :class:`Columns`.
@@ -269,11 +115,17 @@ class TableTransform:
         vocabularies (dict[str, pa.Array] | None): feature name -> vocabulary values (see :func:`load_vocabulary`).
         row_id_column (str | None): the row-id column, if the data has one.
         labels_present (bool): read the schema's label columns (else labels are 0).
+        on_non_finite (str): ``"error"`` (an infinite dense value, or one beyond float32, raises
+            :class:`BadValueError`) or ``"fill"`` (it becomes ``fill_na`` and is counted in :attr:`filled`).
     """
 
     def __init__(self, schema: FeatureSchema, dense: Optional[DenseTransformConfig] = None,
                  vocabularies: Optional[Mapping[str, pa.Array]] = None, row_id_column: Optional[str] = None,
-                 labels_present: bool = True) -> None:
+                 labels_present: bool = True, on_non_finite: str = "error") -> None:
+        if on_non_finite not in ("error", "fill"):
+            raise ValueError(f"on_non_finite: must be 'error' or 'fill', got {on_non_finite!r}")
+        self.on_non_finite = on_non_finite
+        self.filled = FillReport()
         self.schema = schema
         self.dense_cfg = dense or DenseTransformConfig()
         self.vocabularies = dict(vocabularies or {})
@@ -438,7 +290,10 @@ class TableTransform:
         if id_cols:
             _write_rows(ids, id_cols)
         if dense_cols:
-            _write_rows(dense, dense_cols, self._finish_dense)
+            filled: dict[str, int] = {}
+            _write_rows(dense, dense_cols, lambda block: self._finish_dense(block, file, row_group, filled))
+            for name, k in filled.items():
+                self.filled.add(file, row_group, name, k)
         labels = out.labels[offset : offset + n]
         self._labels(table, labels, file, row_group)
         row_ids = out.row_ids[offset : offset + n]
@@ -454,10 +309,16 @@ class TableTransform:
             row_ids[:] = np.arange(n, dtype=np.int64)
         return Columns(dense, ids, lists, labels, row_ids)
 
-    def _finish_dense(self, block: np.ndarray) -> None:
-        """Fill-NA (NaN -> ``fill_na``) and the dense transforms, in place, on a key-major block ``(n_dense, b)``."""
-        nan = np.isnan(block)
-        if nan.any():
+    def _finish_dense(self, block: np.ndarray, file: Optional[str] = None, row_group: Optional[int] = None,
+                      filled: Optional[dict[str, int]] = None) -> None:
+        """Fill-NA (NaN -> ``fill_na``), the ``on_non_finite`` policy for infinities (float64 values beyond
+        float32's range are infinite here) and the dense transforms, in place, on a key-major block
+        ``(n_dense, b)``; ``filled`` accumulates per-column counts of filled infinities."""
+        finite = np.isfinite(block)
+        if not finite.all():  # the common case costs one pass, as the NaN check alone would
+            nan = np.isnan(block)
+            if not (finite | nan).all():
+                self._infinities(block, ~(finite | nan), file, row_group, filled)
             block[nan] = np.float32(self.dense_cfg.fill_na)
         if self._all_log:
             dense_transform(block, "log")  # one pass over the whole block
@@ -465,6 +326,21 @@ class TableTransform:
         for kind, (lo, hi, name) in zip(self._dense_kinds, self._dense_offsets()):
             if kind != "none":
                 dense_transform(block[lo:hi], kind, self.dense_cfg.stats.get(name))
+
+    def _infinities(self, block: np.ndarray, inf: np.ndarray, file: Optional[str], row_group: Optional[int],
+                    filled: Optional[dict[str, int]]) -> None:
+        """Raise naming the first dense column holding an infinity (``"error"``), or fill and count them."""
+        for lo, hi, name in self._dense_offsets():
+            k = int(inf[lo:hi].sum())  # host value (numpy)
+            if not k:
+                continue
+            if self.on_non_finite == "error":
+                v = float(block[lo:hi][inf[lo:hi]][0])  # host value (numpy)
+                raise BadValueError(f"{k} non-finite dense value(s) (first: {v}); fix the data or set "
+                                    "on_non_finite: fill", file=file, row_group=row_group, column=name)
+            block[lo:hi][inf[lo:hi]] = np.float32(self.dense_cfg.fill_na)
+            if filled is not None:
+                filled[name] = filled.get(name, 0) + k
 
     def _dense_offsets(self) -> list[tuple[int, int, str]]:
         out, d = [], 0
@@ -499,7 +375,7 @@ class TableTransform:
                 x[valid] = vals.reshape(-1, f.dimension)  # (N_valid, dim)
             else:
                 x = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, f.dimension)  # (N, dim)
-        return x  # NaNs are filled by _finish_dense
+        return x  # NaNs and infinities are handled by _finish_dense
 
     def _list(self, f: VarLenSparseFeat, col: pa.Array, where: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         lens = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)

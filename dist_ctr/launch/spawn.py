@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from dist_ctr.distributed.env import DistEnv, destroy_process_group, free_port, init_process_group
+from dist_ctr.errors import DistCtrError
 
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable[..., Any], args: tuple, queue: Any) -> None:
@@ -31,6 +32,8 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable[..., Any], args:
         init_process_group(env)
         result = fn(env, *args)
         queue.put((rank, "ok", result))
+    except DistCtrError as e:  # a user's mistake: the parent raises it as is (one line, no traceback)
+        queue.put((rank, "user_error", e))
     except BaseException as e:  # report, then re-raise so the exit code is non-zero
         queue.put((rank, "error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
         raise
@@ -57,6 +60,11 @@ def spawn(fn: Callable[..., Any], world_size: int, *args: Any, timeout_s: float 
             break
         if status == "ok":
             results[rank] = payload
+        elif status == "user_error":
+            for p in procs.processes:
+                if p.is_alive():
+                    p.terminate()
+            raise payload
         else:
             errors.append(f"rank {rank}: {payload}")
             break

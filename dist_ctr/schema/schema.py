@@ -36,6 +36,10 @@ _DENSE_KEYS = {"name", "dimension", "dtype"}
 _LABEL_KEYS = {"name", "task"}
 
 
+class SchemaFileNotFoundError(SchemaError, FileNotFoundError):
+    """No schema file at the path."""
+
+
 def _check_keys(where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(got) - allowed)
     if unknown:
@@ -232,7 +236,7 @@ class FeatureSchema:
 
         p = Path(path)
         if not p.exists():
-            raise FileNotFoundError(f"schema file not found: {p}")
+            raise SchemaFileNotFoundError(f"schema file not found: {p}")
         text = p.read_text()
         try:
             raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)

@@ -350,12 +350,20 @@ class Trainer:
                                     storage_options=storage_options, keep=keep)
 
     def load(self, url: str, train_data: Any = None, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Load a committed checkpoint (any world size) and, if given, the loader cursor for this rank."""
+        """Load a committed checkpoint (any world size) and, if given, the loader cursor for this rank.
+
+        The checkpoint is validated first (:func:`~dist_ctr.train.checkpoint.validate_checkpoint`: marker, model
+        name and config, tables, shards); every failure is one ``CheckpointError`` line naming ``url``.
+        """
         state = self.app_state()
+        shapes = {f"model.{k}": tuple(v.size()) for k, v in state["model"].items() if hasattr(v, "size")}
+        meta = ckpt.validate_checkpoint(url, model=self.meta.get("model"), model_config=self.meta.get("model_config"),
+                                        schema=getattr(self.model, "schema", None), shapes=shapes,
+                                        storage_options=storage_options)
         ckpt.load_checkpoint(url, state, storage_options)
-        self.dmp.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optim"])
-        meta = ckpt.read_meta(url, storage_options)
+        with ckpt.dcp_errors(url):
+            self.dmp.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optim"])
         self.global_step = int(meta["step"])
         self.epoch = int(meta["epoch"])
         self._resumed_mid_epoch = False

@@ -29,7 +29,9 @@ import fsspec
 import torch
 from torch import nn
 
+from dist_ctr.errors import CheckpointError, ModelFileError
 from dist_ctr.schema import FeatureSchema
+from dist_ctr.storage import check_writable, storage_errors
 from dist_ctr.train import checkpoint as ckpt
 
 __all__ = ["FORMAT", "ExportMeta", "export_checkpoint", "load_exported", "predict_parquet", "model_meta_from_checkpoint"]
@@ -39,6 +41,10 @@ FORMAT = "dist_ctr.export/1"
 ExportMeta = dict  # JSON-able: format, model, model_config, schema, task_types, task_names, step, epoch, source
 
 
+class ModelFileNotFoundError(ModelFileError, FileNotFoundError):
+    """No exported model at the path."""
+
+
 def model_meta_from_checkpoint(meta: dict[str, Any], url: str = "") -> dict[str, Any]:
     """The model description (name, config, schema, task types) held in a checkpoint's ``COMMITTED`` meta.
 
@@ -46,7 +52,7 @@ def model_meta_from_checkpoint(meta: dict[str, Any], url: str = "") -> dict[str,
     saved by a bare ``Trainer``, ``schema`` + ``model`` + optional ``model_config``.
     """
     if "schema" not in meta or "model" not in meta:
-        raise ValueError(f"{url or 'checkpoint'}: COMMITTED meta has no 'schema'/'model' (it was saved by a Trainer "
+        raise CheckpointError(f"{url or 'checkpoint'}: COMMITTED meta has no 'schema'/'model' (it was saved by a Trainer "
                          "without meta); save through dist_ctr.train.job or set trainer.meta = {'schema': "
                          "schema.to_dict(), 'model': name, 'model_config': {...}}")
     name = str(meta["model"])
@@ -80,11 +86,8 @@ def export_checkpoint(checkpoint_url: str, out_path: str, storage_options: dict[
     """Gather the committed checkpoint at ``checkpoint_url`` (or the latest one under a checkpoint root) into one
     file at ``out_path`` (any fsspec URL). Runs in one process; needs no process group. Returns ``out_path``.
     """
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
-
     url = _resolve_checkpoint(checkpoint_url, storage_options)
-    meta = ckpt.read_meta(url, storage_options)
+    meta = ckpt.validate_checkpoint(url, storage_options=storage_options)  # marker and shards, before reading
     desc = model_meta_from_checkpoint(meta, url)
     task = _build_unsharded(desc)
     sd = {k: v for k, v in task.state_dict().items()}
@@ -93,9 +96,9 @@ def export_checkpoint(checkpoint_url: str, out_path: str, storage_options: dict[
         with warnings.catch_warnings():  # loading in one process with no process group is the point here
             warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled, unavailable or uninitialized",
                                     category=UserWarning)
-            dcp.load(state, storage_reader=FsspecReader(url, **(storage_options or {})), no_dist=True)
-    except Exception as e:  # DCP names the first key it cannot find; say which checkpoint and model
-        raise ValueError(f"{url}: cannot load its weights into an unsharded {desc['model']}: {e}") from e
+            ckpt.load_checkpoint(url, state, storage_options, no_dist=True)
+    except CheckpointError as e:  # DCP names the first key it cannot find; say which checkpoint and model
+        raise CheckpointError(f"{e} (into an unsharded {desc['model']})") from None
     weights = {k: v.detach().cpu().contiguous() for k, v in state["model"].items()}
     data_cfg = ((meta.get("job") or {}).get("data") or {}).get("train") or {}
     info = {"format": FORMAT, **desc, "data_config": data_cfg,
@@ -103,23 +106,28 @@ def export_checkpoint(checkpoint_url: str, out_path: str, storage_options: dict[
             "source": url, "source_world_size": int(meta.get("world_size", 1))}
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "meta_json": json.dumps(info), "state_dict": weights}, buf)
+    check_writable(out_path, storage_options)
     fs, path = fsspec.core.url_to_fs(out_path, **(storage_options or {}))
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as f:
+    with storage_errors(out_path, "write the model file"), fs.open(path, "wb") as f:
         f.write(buf.getvalue())
     return out_path
 
 
 def _resolve_checkpoint(url: str, storage_options: dict[str, Any] | None) -> str:
+    """``url`` when it is a checkpoint (committed or not: validation says what is wrong), else the newest good
+    checkpoint under it (a root)."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    if fs.exists(f"{path.rstrip('/')}/{ckpt.MARKER}"):
-        return url
-    latest = ckpt.latest_checkpoint(url, storage_options)
+    with storage_errors(url, "read the checkpoint"):
+        if fs.exists(f"{path.rstrip('/')}/{ckpt.MARKER}") or fs.exists(f"{path.rstrip('/')}/.metadata"):
+            return url
+    skipped: list[str] = []
+    latest = ckpt.latest_checkpoint(url, storage_options, skipped)
+    for line in skipped:
+        print(f"[export] {line}", flush=True)
     if latest is None:
-        raise FileNotFoundError(f"{url}: neither a committed checkpoint (no {ckpt.MARKER}) nor a checkpoint root "
-                                "holding one")
+        why = f" ({'; '.join(skipped)})" if skipped else ""
+        raise ckpt.CheckpointNotFoundError(f"{url}: neither a committed checkpoint (no {ckpt.MARKER}) nor a "
+                                           f"checkpoint root holding a good one{why}")
     return latest.url
 
 
@@ -128,21 +136,48 @@ def load_exported(path: str, storage_options: dict[str, Any] | None = None) -> t
     is the CTR model: ``forward(dense, sparse) -> logits (N, T)``; ``task.predict_proba(logits)`` gives
     probabilities), ``meta`` the exported JSON meta. Loading uses ``torch.load(..., weights_only=True)``.
     """
-    fs, p = fsspec.core.url_to_fs(path, **(storage_options or {}))
-    if not fs.exists(p):
-        raise FileNotFoundError(f"exported model not found: {path}")
-    with fs.open(p, "rb") as f:
-        blob = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a dist_ctr exported model (expected format {FORMAT!r})")
-    meta = json.loads(blob["meta_json"])
+    blob = _read_model_file(path, storage_options)
+    try:
+        meta = json.loads(blob["meta_json"])
+        meta["schema"], meta["model"], meta["model_config"]  # noqa: B018 (the keys the rebuild needs)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: corrupt model meta ({type(e).__name__}: {e})") from None
     task = _build_unsharded(meta)
-    missing, unexpected = task.load_state_dict(blob["state_dict"], strict=False)
+    try:
+        missing, unexpected = task.load_state_dict(blob["state_dict"], strict=False)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ModelFileError(f"{path}: weights do not fit {meta['model']} ({first})") from None
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit {meta['model']}: missing {missing[:5]}, unexpected "
-                         f"{unexpected[:5]}")
+        raise ModelFileError(f"{path}: weights do not fit {meta['model']}: missing {missing[:5]}, unexpected "
+                             f"{unexpected[:5]}")
     task.eval()
     return task, meta
+
+
+def _read_model_file(path: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The exported file's dict, read with ``weights_only=True``; every failure is one ``ModelFileError``."""
+    import pickle
+    import zipfile
+
+    fs, p = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    with storage_errors(path, "read the model file"):
+        if not fs.exists(p) or fs.isdir(p):
+            raise ModelFileNotFoundError(f"exported model not found: {path}")
+        with fs.open(p, "rb") as f:
+            raw = f.read()
+    try:
+        blob = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused a global: the file carries code or classes
+        hint = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise ModelFileError(f"{path}: refused: not a weights-only file (it pickles code or classes; nothing in "
+                             f"it was run){': ' + hint if hint else ''}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, AttributeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelFileError(f"{path}: truncated or corrupt model file ({type(e).__name__}: {first})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a dist_ctr exported model (expected format {FORMAT!r})")
+    return blob
 
 
 class _DropFxTracingNotice(logging.Filter):
@@ -189,10 +224,13 @@ def predict_batches(task: nn.Module, batches) -> tuple[torch.Tensor, torch.Tenso
 
 
 def predict_parquet(model_path: str, data_url: str, out_url: str, batch_size: int = 8192,
-                    storage_options: dict[str, Any] | None = None) -> int:
+                    storage_options: dict[str, Any] | None = None, report: dict[str, Any] | None = None) -> int:
     """Batch inference of an exported model over the Parquet data set at ``data_url``; writes one Parquet file at
     ``out_url`` (any fsspec URL) with ``row_id`` (when the data has it) and ``pred`` / ``pred_<task>``.
     Returns the number of rows written.
+
+    ``out_url`` is checked writable before the model is loaded (``StorageError`` naming it). ``report``, when
+    given, is filled with what the loader skipped or filled (:mod:`dist_ctr.data.reports`).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -200,11 +238,14 @@ def predict_parquet(model_path: str, data_url: str, out_url: str, batch_size: in
     from dist_ctr.data.config import DataConfig
     from dist_ctr.data.loader import build_loader
 
+    check_writable(out_url, storage_options)
     task, meta = load_exported(model_path, storage_options)
     schema = FeatureSchema.from_dict(meta["schema"])
     cfg = _inference_data_config(DataConfig, data_url, batch_size, storage_options, meta.get("data_config") or {})
     loader = build_loader(schema, cfg, rank=0, world_size=1, epoch=0, seed=0, device=torch.device("cpu"))
     preds, ids = predict_batches(task, loader)
+    if report is not None:
+        report.update(loader.report())
     cols: dict[str, Any] = {}
     if ids is not None:
         cols["row_id"] = pa.array(ids.numpy())
@@ -213,22 +254,24 @@ def predict_parquet(model_path: str, data_url: str, out_url: str, batch_size: in
         cols["pred" if len(names) == 1 else f"pred_{name}"] = pa.array(preds[:, t].double().numpy())
     table = pa.table(cols)
     fs, path = fsspec.core.url_to_fs(out_url, **(storage_options or {}))
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as f:
-        pq.write_table(table, f)
+    with storage_errors(out_url, "write the predictions"):
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        with fs.open(path, "wb") as f:
+            pq.write_table(table, f)
     return table.num_rows
 
 
 def _inference_data_config(data_config_cls: Any, url: str, batch_size: int, storage_options: dict[str, Any] | None,
                            train_cfg: dict[str, Any]):
     """A loader config for inference: the training data config's transforms (dense transform, vocabularies,
-    row-id column) over ``url``, in file order, every row once, labels optional."""
+    row-id column) and bad-input policies (``on_bad_file``, ``on_non_finite``) over ``url``, in file order, every
+    row once, labels optional."""
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(data_config_cls)}
-    keep = ("dense", "vocabularies", "row_id_column", "file_suffixes", "num_workers")
+    keep = ("dense", "vocabularies", "row_id_column", "file_suffixes", "num_workers", "on_bad_file", "on_non_finite")
     raw: dict[str, Any] = {k: v for k, v in train_cfg.items() if k in keep and k in names}
     raw.update({"url": url, "batch_size": batch_size})
     for key, value in (("shuffle", False), ("require_labels", False), ("drop_last", False)):

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from dist_ctr.config import JobConfig, load_schema
+from dist_ctr.data.reports import report_rows
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.model_parallel import quiet_torchrec
 from dist_ctr.schema import FeatureSchema
@@ -41,6 +42,7 @@ class JobResult:
     step_losses: list[float] = field(default_factory=list)
     tb_dir: Optional[str] = None
     metrics_path: Optional[str] = None
+    data_report: dict[str, Any] = field(default_factory=dict)  # skipped / filled, all ranks (data/reports.py)
 
     def summary(self) -> dict[str, Any]:
         """A picklable, JSON-able summary.
@@ -50,7 +52,7 @@ class JobResult:
         """
         return {"eval": self.metrics, "train": self.train_metrics, "baseline_eval": self.baseline_metrics,
                 "samples_per_s": self.samples_per_s, "steps": self.steps, "checkpoint": self.checkpoint,
-                "tb_dir": self.tb_dir, "metrics_path": self.metrics_path}
+                "tb_dir": self.tb_dir, "metrics_path": self.metrics_path, "data_report": self.data_report}
 
 
 def _barrier() -> None:
@@ -139,7 +141,11 @@ def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool =
     ck = tc.checkpoint
     ck_root = ck.dir or None
     if ck_root and ck.resume:
-        latest = ckpt.latest_checkpoint(ck_root, ck.storage_options)
+        skipped: list[str] = []
+        latest = ckpt.latest_checkpoint(ck_root, ck.storage_options, skipped)
+        if env.is_main:
+            for line in skipped:  # torn / corrupt / uncommitted newer checkpoints: say so, use the newest good one
+                print(f"[train] resume: {line}", flush=True)
         if latest is not None:
             trainer.load(latest.url, train_data, ck.storage_options)
             if env.is_main and verbose:
@@ -196,7 +202,20 @@ def _train_and_evaluate(job: JobConfig, schema: FeatureSchema, env: DistEnv, tra
     if ck_root:
         latest = ckpt.latest_checkpoint(ck_root, ck.storage_options)
         result.checkpoint = latest.url if latest else None
+    result.data_report = _gather_data_report([train_data, eval_data])
     return result, train_time
+
+
+def _gather_data_report(loaders: list[Any]) -> dict[str, Any]:
+    """Skipped files / row groups and filled values of every rank's loaders, merged (collective over ranks)."""
+    from dist_ctr.data.reports import merge_reports
+
+    mine = merge_reports(ld.report() for ld in loaders if ld is not None and hasattr(ld, "report"))
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        every: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(every, mine)
+        return merge_reports(every)
+    return mine
 
 
 def _metric_cells(m: dict[str, float]) -> str:
@@ -231,6 +250,7 @@ def summary_lines(job: JobConfig, r: JobResult, train_time: float) -> list[str]:
         rows.append(("tensorboard", f"{r.tb_dir}   (tensorboard --logdir {r.tb_dir})"))
     if r.metrics_path:
         rows.append(("metrics", r.metrics_path))
+    rows += report_rows(r.data_report)
     width = max(len(k) for k, _ in rows)
     return ([f"[result] {job.name}: {r.steps} steps in {train_time:.1f} s"]
             + [f"  {k:<{width}} {v}" for k, v in rows])
