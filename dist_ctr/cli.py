@@ -108,17 +108,22 @@ def _ray_summary_lines(job: Any, result: dict[str, Any]) -> list[str]:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from dist_ctr.config import load_job, load_schema
+    from dist_ctr.data.config import DEFAULT_BATCH_SIZE
     from dist_ctr.distributed.planner import run_plan_command
     from dist_ctr.distributed.sharding_config import ShardingConfig
 
     job = load_job(args.job)
     schema = load_schema(job.schema)
     sharding = ShardingConfig.from_dict(job.distributed.sharding) if job.distributed.sharding else None
-    batch = args.batch_size or int(job.data.train.get("batch_size", 4096))
+    batch = args.batch_size or int(job.data.train.get("batch_size", DEFAULT_BATCH_SIZE))
     code, text = run_plan_command(schema, world_size=args.world_size, device=args.device, hbm_gb=args.hbm_gb,
                                   ddr_gb=args.ddr_gb, batch_size=batch, optimizer=job.optim.sparse.name,
                                   sharding=sharding, local_world_size=args.local_world_size)
     print(text)
+    if args.throughput and code == 0:
+        from dist_ctr.distributed.throughput_cli import print_throughput
+
+        print_throughput(job, schema, sharding, batch, args.profile, args.hbm_gb)
     return code
 
 
@@ -175,15 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--hbm-gb", type=float, default=None)
     pl.add_argument("--ddr-gb", type=float, default=None)
     pl.add_argument("--batch-size", type=int, default=None)
+    pl.add_argument("--throughput", action="store_true", help="predicted samples/s on 8..128 devices (a model)")
+    pl.add_argument("--profile", default="h200", help="device profile of --throughput: h200, h100, b200, a100, cpu")
     pl.set_defaults(fn=_cmd_plan)
 
     d = sub.add_parser("data", help="synthetic data and Criteo conversion")
-    try:
-        from dist_ctr.cli_data import add_data_commands
+    from dist_ctr.cli_data import add_data_commands
 
-        add_data_commands(d.add_subparsers(dest="data_command", required=True))
-    except ImportError:  # pragma: no cover
-        pass
+    add_data_commands(d.add_subparsers(dest="data_command", required=True))
 
     m = sub.add_parser("models", help="list registered models and their config keys")
     m.set_defaults(fn=_cmd_models)
@@ -203,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=8192)
     pr.set_defaults(fn=_cmd_predict)
     add_report_command(sub)
+    from dist_ctr.cli_retrain import add_retrain_command
+
+    add_retrain_command(sub)  # dist-ctr retrain PIPELINE.yaml (scheduled retraining)
     return p
 
 

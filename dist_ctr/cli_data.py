@@ -79,7 +79,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         if args.embedding_dim is not None:
             kwargs["embedding_dim"] = args.embedding_dim
         name = get_preset(args.preset, **kwargs)
-    signal = PlantedSignal(n_pairs=args.pairs) if args.pairs is not None else None
+    signal = PlantedSignal(**({"n_pairs": args.pairs} if args.pairs is not None else {}), fixed_bags=args.fixed_bags)
     rates = [float(x) for x in args.positive_rate.split(",")]
     rep = generate(args.out, name, rows=args.rows, shards=args.shards, row_group_rows=args.row_group_rows,
                    seed=args.seed, partitions=expand_partitions(args.dates), partition_key=args.partition_key,
@@ -144,6 +144,7 @@ def add_data_commands(subparsers: Any) -> None:
     s.add_argument("--sequences", action="store_true", help="add item_id + behaviour history hist_item_id")
     s.add_argument("--seq-maxlen", type=int, default=20, help="history length cap")
     s.add_argument("--pairs", type=int, default=None, help="number of planted pairwise effects (default 6)")
+    s.add_argument("--fixed-bags", action="store_true", help="every multi-hot bag holds exactly maxlen ids (MLPerf)")
     s.add_argument("--positive-rate", default="0.25", help="target positive rate (comma list: one per task)")
     s.add_argument("--row-id-start", type=int, default=0, help="first row_id")
     s.add_argument("--compression", default="snappy", help="Parquet codec (snappy, zstd, lz4, none)")

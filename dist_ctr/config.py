@@ -151,6 +151,12 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobCo
         job = from_dict(JobConfig, raw)
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
+    from dist_ctr.models.registry import ModelConfigError, make_config
+
+    try:
+        make_config(job.model.name, job.model.config, "model.config")  # a bad model key fails here, with its path
+    except ModelConfigError as e:
+        raise ModelConfigError(f"{p}: {e}") from None
     if job.schema.path and not Path(job.schema.path).is_absolute():
         # absolute either way: Ray Train workers do not share the driver's working directory
         job.schema.path = str((p.parent / job.schema.path).resolve()) if not Path(job.schema.path).exists() \

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Optional
 
 from dist_ctr.errors import DistCtrError, StorageError
 
-__all__ = ["is_storage_exception", "storage_errors", "check_writable"]
+__all__ = ["is_storage_exception", "storage_errors", "check_writable", "url_to_fs"]
 
 _STORAGE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "fsspec", "google", "urllib3",
                     "requests", "adlfs", "azure")
@@ -59,6 +59,23 @@ def storage_errors(url: str, what: str = "access it") -> Iterator[None]:
         if not is_storage_exception(e):
             raise
         raise StorageError(f"{url}: cannot {what}: {_reason(e)}") from e
+
+
+def url_to_fs(url: str, storage_options: Optional[dict[str, Any]] = None, *, key: str = "URL") -> tuple[Any, str]:
+    """``fsspec.core.url_to_fs`` with an unknown scheme, a missing back-end package or bad options as one
+    ``StorageError`` naming the config ``key`` and the URL.
+
+    >>> url_to_fs("nosuch://bucket/x", key="distributed.ray.storage_path")
+    Traceback (most recent call last):
+    ...
+    dist_ctr.errors.StorageError: distributed.ray.storage_path: 'nosuch://bucket/x': Protocol not known: nosuch
+    """
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except (ValueError, ImportError, TypeError) as e:
+        raise StorageError(f"{key}: {url!r}: {e}") from e
 
 
 def check_writable(url: str, storage_options: Optional[dict[str, Any]] = None) -> None:

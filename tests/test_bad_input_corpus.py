@@ -31,7 +31,6 @@ from dist_ctr.errors import DistCtrError
 from tests.object_store import free_port, new_bucket, s3_options
 
 ROWS, EVAL_ROWS, BATCH = 256, 64, 32  # 8 steps per epoch; checkpoints at steps 4 and 8
-MODEL_CONFIGS_XFAIL = pytest.mark.xfail(strict=True, reason="model configs through strict loader (issue 16)")
 
 
 # ---- shared fixtures (once per module) -------------------------------------------------------------------------
@@ -189,7 +188,6 @@ MODEL_CONFIG_CASES = [
 ]
 
 
-@MODEL_CONFIGS_XFAIL
 @pytest.mark.parametrize("key,value", MODEL_CONFIG_CASES, ids=[f"{k}={v}" for k, v in MODEL_CONFIG_CASES])
 def test_model_config_values(base, tmp_path, capsys, key, value):
     job = job_file(base, tmp_path, {f"model.config.{key}": value}, fresh_ck=False)

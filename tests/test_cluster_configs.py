@@ -49,6 +49,8 @@ def kind_of(doc: Any) -> str:
         return "kuberay"
     if isinstance(doc, dict) and "provider" in doc and "cluster_name" in doc:
         return "ray-launcher"
+    if isinstance(doc, dict) and doc.get("apiVersion") == "batch/v1" and doc.get("kind") == "CronJob":
+        return "cronjob"  # validated by tests/test_retrain_configs.py
     return "unknown"
 
 
@@ -454,7 +456,7 @@ def test_every_cluster_file_is_covered():
         docs = list(yaml.safe_load_all(p.read_text()))
         assert len(docs) == 1, f"cluster/{p.name}: one document per file expected"
         assert kind_of(docs[0]) != "unknown", f"cluster/{p.name}: neither a Ray launcher config nor a KubeRay CR"
-    assert set(by_kind("ray-launcher")) | set(by_kind("kuberay")) == set(CONFIGS)
+    assert set(by_kind("ray-launcher")) | set(by_kind("kuberay")) | set(by_kind("cronjob")) == set(CONFIGS)
 
 
 def test_readme_names_every_config():

@@ -15,6 +15,14 @@ JOBS = sorted((Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", JOBS, ids=[p.stem for p in JOBS])
 def test_job_loads_and_builds(path):
+    import yaml
+
+    if "retrain" in (yaml.safe_load(path.read_text()) or {}):  # a retraining pipeline: a job plus `retrain:`
+        from dist_ctr.pipeline.config import load_pipeline
+
+        job = load_pipeline(path).job()
+        assert build_model(job.model.name, load_schema(job.schema), job.model.config).num_tasks >= 1
+        return
     job = load_job(path)
     schema = load_schema(job.schema)
     model = build_model(job.model.name, schema, job.model.config)
@@ -61,3 +69,17 @@ def test_loss_reduction_reaches_the_trainer_and_bad_values_are_named(tmp_path):
     p.write_text("name: x\nschema: {preset: criteo-kaggle}\ndata: {}\ntrain: {loss_reduction: total}\n")
     with pytest.raises(ConfigError, match=r"train.loss_reduction"):
         load_job(p)
+
+
+def test_model_config_is_checked_at_load_time_with_its_key_path(tmp_path):
+    from dist_ctr.models import ModelConfigError
+
+    p = tmp_path / "bad_model.yaml"
+    p.write_text("name: x\nschema: {preset: criteo-kaggle}\ndata: {}\nmodel:\n  name: DeepFM\n  config:\n    dnn_hidden_units: [8, x]\n")
+    with pytest.raises(ModelConfigError, match=r"model\.config\.dnn_hidden_units\[1\]: expected an integer, got 'x'"):
+        load_job(p)
+    p.write_text("name: x\nschema: {preset: criteo-kaggle}\ndata: {}\nmodel:\n  name: DeepFM\n  config:\n    dnn_hiden_units: [8]\n")
+    with pytest.raises(ModelConfigError, match=r"model\.config: model 'DeepFM': unknown config key\(s\) \['dnn_hiden_units'\]"):
+        load_job(p)
+    p.write_text("name: x\nschema: {preset: criteo-kaggle}\ndata: {}\nmodel:\n  name: DeepFM\n  config:\n    dnn_hidden_units: [8, 4]\n")
+    assert load_job(p).model.config == {"dnn_hidden_units": [8, 4]}

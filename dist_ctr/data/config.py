@@ -22,6 +22,8 @@ from typing import Any, Literal, Mapping, Optional
 from dist_ctr.strict import ConfigError, from_dict, ranged
 
 
+DEFAULT_BATCH_SIZE = 4096  # rows per batch when a job or a caller does not say
+
 @dataclass
 class DenseTransformConfig:
     """How dense columns become the ``(B, n_dense)`` float32 tensor.
@@ -117,7 +119,7 @@ class DataConfig:
     url: str
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     partitions: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 4096
+    batch_size: int = DEFAULT_BATCH_SIZE
     shuffle: bool = True
     shuffle_buffer_rows: int = 65536
     num_workers: int = 1

@@ -123,14 +123,15 @@ def criteo_1tb_schema(embedding_dim: int = 128, capped: bool = True, use_hash: b
     return criteo_schema(vocab_sizes, embedding_dim=embedding_dim, use_hash=use_hash)
 
 
-def criteo_1tb_multihot_schema(embedding_dim: int = 128, scale: float = 1.0,
-                               max_rows: int | None = None) -> FeatureSchema:
+def criteo_1tb_multihot_schema(embedding_dim: int = 128, scale: float = 1.0, max_rows: int | None = None,
+                               use_hash: bool = False) -> FeatureSchema:
     """MLPerf multi-hot Criteo 1TB: ``C_i`` is a sum-pooled bag of ``MLPERF_MULTIHOT_SIZES[i]`` ids.
 
     Args:
         embedding_dim (int): every table's dim ``D`` (MLPerf: 128).
         scale (float): each 40M-capped MLPerf cardinality is multiplied by ``scale`` (at least 1 row).
         max_rows (int | None): then capped at ``max_rows`` rows per table.
+        use_hash (bool): ids are raw values hashed modulo the table size.
 
     Returns:
         FeatureSchema: 13 dense features, 26 bags (a bag of one is a :class:`SparseFeat`), one binary label.
@@ -143,7 +144,7 @@ def criteo_1tb_multihot_schema(embedding_dim: int = 128, scale: float = 1.0,
     for name, card, bag in zip(SPARSE_NAMES, CRITEO_1TB_MLPERF_CARDINALITIES, MLPERF_MULTIHOT_SIZES):
         rows = max(1, int(card * scale))
         rows = rows if max_rows is None else min(rows, max_rows)
-        sf = SparseFeat(name, rows, embedding_dim, dtype="int64")
+        sf = SparseFeat(name, rows, embedding_dim, use_hash=use_hash, dtype="string" if use_hash else "int64")
         feats.append(sf if bag == 1 else VarLenSparseFeat(sf, maxlen=bag, combiner="sum"))
     return FeatureSchema(tuple(feats), (LabelSpec(LABEL_NAME),))
 

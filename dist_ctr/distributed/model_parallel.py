@@ -24,6 +24,7 @@ from torchrec.distributed.types import ShardingEnv
 from torchrec.optim.keyed import CombinedOptimizer
 
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
+from dist_ctr.data.config import DEFAULT_BATCH_SIZE
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.optim import combined_optimizer, mark_fused_sparse
 from dist_ctr.sparse.init import table_init, table_init_stds
@@ -143,7 +144,7 @@ def parallelize(
     sparse_optim: SparseOptimConfig,
     dense_optim: DenseOptimConfig,
     sharding: dict[str, Any] | None = None,
-    batch_size: int = 4096,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = 0,
 ) -> Parallelized:
     """Shard ``task`` (a ``CTRTask``) over the process group. Needs ``init_process_group`` first."""

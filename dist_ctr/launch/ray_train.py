@@ -89,10 +89,11 @@ def resolve_storage(url: Optional[str], default_dir: str,
         return str(Path(path).expanduser().resolve()), None
     if scheme in _PYARROW_SCHEMES and not storage_options:
         return raw, None
-    import fsspec
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    fs, path = fsspec.core.url_to_fs(raw, **(storage_options or {}))
+    from dist_ctr.storage import url_to_fs
+
+    fs, path = url_to_fs(raw, storage_options, key="distributed.ray.storage_path")
     return path, PyFileSystem(FSSpecHandler(fs))
 
 

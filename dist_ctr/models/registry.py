@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from dist_ctr.models.base import CTRModel
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.errors import ConfigErrorBase
+from dist_ctr.strict import ConfigError, from_dict
 
 
 class ModelConfigError(ConfigErrorBase):
@@ -45,15 +46,13 @@ def register_model(name: str, config_cls: type) -> Callable[[M], M]:
     return deco
 
 
-def _coerce(value: Any) -> Any:
-    """YAML gives lists where configs hold tuples."""
-    if isinstance(value, list):
-        return tuple(_coerce(v) for v in value)
-    return value
+def make_config(name: str, config: Mapping[str, Any] | Any | None, path: str = "model.config") -> Any:
+    """Typed config for model ``name`` from a mapping or an instance of its config class.
 
-
-def make_config(name: str, config: Mapping[str, Any] | Any | None) -> Any:
-    """Typed config for model ``name`` from a mapping (strict) or an instance of its config class."""
+    A mapping goes through the one strict loader (:func:`dist_ctr.strict.from_dict`): an unknown key or a value of
+    the wrong type fails here, naming the key path (``model.config.dnn_hidden_units[1]: expected an integer,
+    got 'x'``), never deep in a layer.
+    """
     _ensure_loaded()
     if name not in MODEL_REGISTRY:
         raise ModelConfigError(f"unknown model {name!r}; registered: {sorted(MODEL_REGISTRY)}")
@@ -63,15 +62,15 @@ def make_config(name: str, config: Mapping[str, Any] | Any | None) -> Any:
     if isinstance(config, entry.config_cls):
         return config
     if not isinstance(config, Mapping):
-        raise ModelConfigError(f"model {name!r}: config must be a mapping or {entry.config_cls.__name__}")
-    fields = {f.name: f for f in dataclasses.fields(entry.config_cls)}
+        raise ModelConfigError(f"{path}: model {name!r}: config must be a mapping or {entry.config_cls.__name__}")
+    fields = sorted(f.name for f in dataclasses.fields(entry.config_cls))
     unknown = sorted(set(config) - set(fields))
     if unknown:
-        raise ModelConfigError(f"model {name!r}: unknown config key(s) {unknown}; allowed: {sorted(fields)}")
+        raise ModelConfigError(f"{path}: model {name!r}: unknown config key(s) {unknown}; allowed: {fields}")
     try:
-        return entry.config_cls(**{k: _coerce(v) for k, v in config.items()})
-    except (TypeError, ValueError) as e:
-        raise ModelConfigError(f"model {name!r}: {e}") from None
+        return from_dict(entry.config_cls, config, path)
+    except ConfigError as e:
+        raise ModelConfigError(f"{e} (model {name!r})") from None
 
 
 def build_model(name: str, schema: FeatureSchema, config: Mapping[str, Any] | Any | None = None) -> CTRModel:

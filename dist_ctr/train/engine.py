@@ -35,6 +35,7 @@ from torch import nn
 
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.data.batch import CTRBatch
+from dist_ctr.data.config import DEFAULT_BATCH_SIZE
 from dist_ctr.distributed.batchnorm import convert_global_batchnorm
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.model_parallel import parallelize
@@ -123,7 +124,7 @@ class Trainer:
         sparse_optim: SparseOptimConfig | None = None,
         dense_optim: DenseOptimConfig | None = None,
         sharding: dict[str, Any] | None = None,
-        batch_size: int = 4096,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         seed: int = 0,
         task_names: Sequence[str] | None = None,
         loss_weights: Sequence[float] | None = None,

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from dist_ctr.config import JobConfig, load_schema
+from dist_ctr.data.config import DEFAULT_BATCH_SIZE
 from dist_ctr.data.reports import report_rows
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.model_parallel import quiet_torchrec
@@ -113,7 +114,8 @@ def build_loaders(job: JobConfig, schema: FeatureSchema, env: DistEnv):
 
 
 def make_trainer(job: JobConfig, schema: FeatureSchema, env: DistEnv, model_name: str | None = None,
-                 model_config: dict[str, Any] | None = None, batch_size: int = 4096) -> Trainer:
+                 model_config: dict[str, Any] | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> Trainer:
     from dist_ctr.models import build_model
 
     torch.manual_seed(job.seed)  # dense init: same on every rank (DDP also broadcasts rank 0's)
@@ -136,7 +138,7 @@ def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool =
     schema = load_schema(job.schema)
     ensure_synthetic_data(job, schema, env)
     train_data, eval_data, train_cfg = build_loaders(job, schema, env)
-    trainer = make_trainer(job, schema, env, batch_size=getattr(train_cfg, "batch_size", 4096))
+    trainer = make_trainer(job, schema, env, batch_size=getattr(train_cfg, "batch_size", DEFAULT_BATCH_SIZE))
     tc = job.train
     ck = tc.checkpoint
     ck_root = ck.dir or None
@@ -196,7 +198,7 @@ def _train_and_evaluate(job: JobConfig, schema: FeatureSchema, env: DistEnv, tra
         run_log.log_eval(trainer.global_step, result.train_metrics, split="train")
     if getattr(tc, "baseline", False) and eval_data is not None:
         base = make_trainer(job, schema, env, model_name="LogisticRegression", model_config={},
-                            batch_size=getattr(train_cfg, "batch_size", 4096))
+                            batch_size=getattr(train_cfg, "batch_size", DEFAULT_BATCH_SIZE))
         base.fit(train_data, epochs=tc.epochs, progress=False, log_every=0, max_steps=tc.max_steps)
         result.baseline_metrics = base.evaluate(eval_data)
     if ck_root:

@@ -18,25 +18,15 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
+from dist_ctr.auc import exact_auc as _exact_auc
+
 
 def exact_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Exact ROC AUC. Args: scores ``(N,)``, labels ``(N,)`` in {0, 1}. Returns NaN if one class is absent."""
-    s = scores.detach().double().flatten().cpu()  # host sync
-    y = labels.detach().double().flatten().cpu()
-    n_pos = float(y.sum())
-    n_neg = float(y.numel()) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = torch.argsort(s)
-    s_sorted = s[order]
-    # average ranks over ties: rank of each unique value = mean of its positions (1-based)
-    uniq, inverse, counts = torch.unique_consecutive(s_sorted, return_inverse=True, return_counts=True)
-    ends = torch.cumsum(counts, 0).double()
-    avg_rank = ends - (counts.double() - 1) / 2  # (U,)
-    ranks = torch.empty_like(s)
-    ranks[order] = avg_rank[inverse]
-    u = float((ranks * y).sum()) - n_pos * (n_pos + 1) / 2
-    return u / (n_pos * n_neg)
+    """Exact ROC AUC (:func:`dist_ctr.auc.exact_auc`). Args: scores ``(N,)``, labels ``(N,)`` in {0, 1}.
+    Returns NaN if one class is absent."""
+    s = scores.detach().double().flatten().cpu().numpy()  # host sync
+    y = labels.detach().double().flatten().cpu().numpy()  # host sync
+    return _exact_auc(s, y)
 
 
 def logloss(probs: torch.Tensor, labels: torch.Tensor, eps: float = 1e-7) -> float:

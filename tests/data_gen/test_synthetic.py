@@ -97,7 +97,7 @@ def test_row_ids_unique_shard_and_row_group_counts(tmp_path):
 def test_chunks_pipelined_across_files_and_processes_give_the_same_bytes(tmp_path, monkeypatch):
     """Several chunks per file (the last one partial) encoded on the writer thread while the next is drawn, across
     files: the bytes equal those written by two worker processes, and rows / row groups are in order."""
-    import dist_ctr.data.synthetic as synthetic
+    import dist_ctr.data.synthetic.write as synthetic
 
     monkeypatch.setattr(synthetic, "_WRITE_CHUNK_ROWS", 1000)
     kw = dict(rows=10_500, shards=3, row_group_rows=500, seed=2)
@@ -115,7 +115,7 @@ def test_chunks_pipelined_across_files_and_processes_give_the_same_bytes(tmp_pat
 def test_an_encoding_error_is_raised_and_the_writer_thread_stops(tmp_path, monkeypatch):
     import threading
 
-    import dist_ctr.data.synthetic as synthetic
+    import dist_ctr.data.synthetic.write as synthetic
 
     calls = []
 

@@ -28,10 +28,13 @@ import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
+import math
+
 import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from dist_ctr.auc import exact_auc
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.schema import DenseFeat, FeatureSchema, SparseFeat
 
@@ -39,26 +42,13 @@ __all__ = ["PlantedData", "auc", "planted_interactions"]
 
 
 def auc(scores: Sequence[float] | np.ndarray | torch.Tensor, labels: Sequence[float] | np.ndarray | torch.Tensor) -> float:
-    """Exact ROC AUC from ranks (Mann-Whitney U); tied scores get their average rank (count one half)."""
-    s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores,  # host sync
-                   dtype=np.float64).ravel()
-    y = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels,  # host sync
-                   dtype=np.float64).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in length")
-    n_pos = float((y > 0.5).sum())
-    n_neg = float(y.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
+    """Exact ROC AUC (:func:`dist_ctr.auc.exact_auc`); raises when only one class is present."""
+    s = scores.detach().double().cpu().numpy() if isinstance(scores, torch.Tensor) else scores  # host sync
+    y = labels.detach().double().cpu().numpy() if isinstance(labels, torch.Tensor) else labels  # host sync
+    value = exact_auc(s, y)
+    if math.isnan(value):
         raise ValueError("AUC needs both positive and negative labels")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty(s.size, dtype=np.float64)
-    # Average 1-based rank over each run of equal scores.
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
-    ends = np.r_[starts[1:], s.size]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[y > 0.5].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return value
 
 
 @dataclass

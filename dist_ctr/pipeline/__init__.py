@@ -1,0 +1,1 @@
+"""Scheduled retraining: partitions, windows, warm start, eval gate, model registry, publish / rollback."""
