@@ -264,17 +264,17 @@ def predict_parquet(model_path: str, data_url: str, out_url: str, batch_size: in
 
 
 def _inference_data_config(data_config_cls: Any, url: str, batch_size: int, storage_options: dict[str, Any] | None,
-                           train_cfg: dict[str, Any]):
+                           train_cfg: dict[str, Any], require_labels: bool = False):
     """A loader config for inference: the training data config's transforms (dense transform, vocabularies,
     row-id column) and bad-input policies (``on_bad_file``, ``on_non_finite``) over ``url``, in file order, every
-    row once, labels optional."""
+    row once; labels optional unless ``require_labels`` (scoring)."""
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(data_config_cls)}
     keep = ("dense", "vocabularies", "row_id_column", "file_suffixes", "num_workers", "on_bad_file", "on_non_finite")
     raw: dict[str, Any] = {k: v for k, v in train_cfg.items() if k in keep and k in names}
     raw.update({"url": url, "batch_size": batch_size})
-    for key, value in (("shuffle", False), ("require_labels", False), ("drop_last", False)):
+    for key, value in (("shuffle", False), ("require_labels", require_labels), ("drop_last", False)):
         if key in names:
             raw[key] = value
     if storage_options and "storage_options" in names:
