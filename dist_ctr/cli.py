@@ -148,10 +148,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from dist_ctr.cli_registry import parse_storage_options
+    from dist_ctr.pipeline.registry import resolve_model_ref
     from dist_ctr.train.export import predict_parquet
 
+    opts = parse_storage_options(args.storage_options)
+    model = resolve_model_ref(args.model, opts)  # <registry>/<model>@published | @v000003 -> its model.pt
+    if model != args.model:
+        print(f"[predict] {args.model} -> {model}")
     report: dict[str, Any] = {}
-    n = predict_parquet(args.model, args.data, args.out, batch_size=args.batch_size, report=report)
+    n = predict_parquet(model, args.data, args.out, batch_size=args.batch_size, storage_options=opts, report=report)
     print(f"[predict] wrote {n:,} predictions to {args.out}")
     from dist_ctr.data.reports import report_rows
 
@@ -201,11 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=_cmd_export)
 
     pr = sub.add_parser("predict", help="batch inference on Parquet with an exported model")
-    pr.add_argument("model")
+    pr.add_argument("model", help="an exported model file, or REGISTRY/MODEL@published / @v000003")
     pr.add_argument("data")
     pr.add_argument("out")
     pr.add_argument("--batch-size", type=int, default=8192)
+    pr.add_argument("--storage-options", default=None, metavar="JSON",
+                    help="fsspec options (endpoint, credentials) for the model, data and output stores")
     pr.set_defaults(fn=_cmd_predict)
+    from dist_ctr.cli_registry import add_registry_command
+
+    add_registry_command(sub)  # dist-ctr registry list|show|events|promote|rollback
     add_report_command(sub)
     from dist_ctr.cli_retrain import add_retrain_command
 

@@ -178,7 +178,8 @@ class RetrainRun:
             so = self.r.storage_options or None
             cand = score_model(model_path, eval_url, storage_options=so)
             pub = self.registry.published(self.model)
-            pub_m = score_model(pub.model_path, eval_url, storage_options=so) if pub is not None else None
+            pub_m = score_model(pub.model_path, eval_url, storage_options=so,
+                                model_storage_options=self.r.registry_storage_options or {}) if pub else None
             g = self.r.gate
             gate = GateConfig(min_auc=g.min_auc, max_auc_drop=g.max_auc_drop, max_logloss_rise=g.max_logloss_rise,
                               calibration_range=g.calibration_range, tasks=g.tasks)

@@ -52,8 +52,11 @@ def score_arrays(preds: np.ndarray, labels: np.ndarray, task_names: list[str],
 
 @torch.no_grad()
 def score_model(model_path: str, data_url: str, *, storage_options: Optional[dict[str, Any]] = None,
-                batch_size: int = 8192) -> dict[str, Any]:
+                model_storage_options: Optional[dict[str, Any]] = None, batch_size: int = 8192) -> dict[str, Any]:
     """Load the exported model at ``model_path`` and score it on every row of ``data_url``.
+
+    ``storage_options`` are the data store's; ``model_storage_options`` the model file's (a registry on another
+    store), default the same.
 
     The loader uses the model's own training data config (dense transform, vocabularies, bad-input policies), so a
     candidate and an older published model each see the partition as they were trained to.
@@ -69,7 +72,8 @@ def score_model(model_path: str, data_url: str, *, storage_options: Optional[dic
     from dist_ctr.schema import FeatureSchema
     from dist_ctr.train.export import _inference_data_config, _no_fx_tracing_notice, load_exported
 
-    task, meta = load_exported(model_path, storage_options)
+    task, meta = load_exported(model_path, storage_options if model_storage_options is None
+                               else model_storage_options)
     schema = FeatureSchema.from_dict(meta["schema"])
     cfg = _inference_data_config(DataConfig, data_url, batch_size, storage_options, meta.get("data_config") or {},
                                  require_labels=True)

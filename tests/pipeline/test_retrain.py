@@ -3,11 +3,13 @@ and the loopback S3 server), real processes and the real engine."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from dist_ctr.data.drift import Drift, generate_daily
 from dist_ctr.errors import PipelineError
+from dist_ctr.pipeline import registry as reg_mod
 from dist_ctr.pipeline.partitions import choose_window, list_partitions
 from tests.pipeline.retrain_helpers import DAYS, write_pipeline
 from tests.pipeline.warm_start_jobs import tiny_schema
@@ -52,13 +54,8 @@ def test_window_choice_and_bad_partitions(lake, tmp_path):
         choose_window(list_partitions(str(lake.parent / "inc")), "2026-11-02", None, eval_partition="2026-11-02")
 
 
-def _registry():
-    return pytest.importorskip("dist_ctr.pipeline.registry", reason="registry (helper 13a) not in the tree yet")
-
-
 @pytest.mark.slow
 def test_chain_on_s3_beats_cold_day4_gate_rollback_and_rerun(lake, tmp_path, s3_server, s3_env, capsys):
-    reg_mod = _registry()
     import boto3
 
     from dist_ctr.cli import main
@@ -94,7 +91,6 @@ def test_chain_on_s3_beats_cold_day4_gate_rollback_and_rerun(lake, tmp_path, s3_
 
 
 def test_bad_inputs_are_one_line_and_exit_2(lake, tmp_path, capsys):
-    _registry()
     from dist_ctr.cli import main
     from tests.object_store import free_port
 
@@ -125,28 +121,43 @@ def test_bad_inputs_are_one_line_and_exit_2(lake, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_shuffled_day_is_trained_but_rejected_and_rollback(tmp_path, capsys):
-    reg_mod = _registry()
     from dist_ctr.cli import main
 
     data = tmp_path / "daily"
     generate_daily(str(data), tiny_schema(), DAYS, rows_per_day=3000, seed=3,
-                   drift=Drift(shuffle_labels=("2026-11-03",)))
+                   drift=Drift(shuffle_labels=("2026-11-04",)))
     pipe = write_pipeline(tmp_path, str(data), str(tmp_path / "reg"), {"retrain.gate.max_auc_drop": 0.005})
-    for day in DAYS[1:4]:  # v1 on day 1, v2 on day 2, the candidate on the shuffled day 3
+    # v1: day 1 (eval day 2), v2: day 2 (eval day 3), v3: day 3 scored on the shuffled day 4 (min_auc fails),
+    # v4: trained on the shuffled day 4, scored on day 5 against the published v2 (max_auc_drop fails)
+    for day in DAYS[1:]:
         assert main(["retrain", str(pipe), "--as-of", day]) == 0
+    out = capsys.readouterr().out
     reg = reg_mod.ModelRegistry(str(tmp_path / "reg"))
     vs = reg.versions("ctr")
-    assert len(vs) == 3 and vs[-1].metadata["window"] == ["2026-11-03"]
-    assert not vs[-1].metadata["gate_passed"] and reg.published("ctr").version == vs[1].version
+    assert [v.metadata["window"] for v in vs] == [[d] for d in DAYS[:4]]
+    assert [v.metadata["gate_passed"] for v in vs] == [True, True, False, False], [v.metadata["gate_failed"]
+                                                                                  for v in vs]
+    assert reg.published("ctr").version == vs[1].version and vs[3].metadata["parent"] == vs[1].version
+    assert any("min_auc" in r for r in vs[2].metadata["gate_failed"])
     decision = [e for e in reg.events("ctr") if e.get("event") == "decision"][-1]
-    assert decision["passed"] is False and decision["failed"]
-    reg.rollback("ctr")
+    assert decision["passed"] is False and any("max_auc_drop" in r for r in decision["failed"]), decision
+    assert "REJECTED: max_auc_drop failed" in out and "kept unpublished; pointer unchanged" in out
+    assert main(["predict", f"{tmp_path / 'reg'}/ctr@published", f"{data}/date=2026-11-05",
+                 str(tmp_path / "p2.parquet")]) == 0
+    assert f"ctr/{vs[1].version}/model.pt" in capsys.readouterr().out  # predict follows the pointer
+    assert main(["registry", "rollback", str(tmp_path / "reg"), "ctr"]) == 0
     assert reg.published("ctr").version == vs[0].version
+    assert main(["predict", f"{tmp_path / 'reg'}/ctr@published", f"{data}/date=2026-11-05",
+                 str(tmp_path / "p1.parquet")]) == 0
+    assert f"ctr/{vs[0].version}/model.pt" in capsys.readouterr().out
+    p1, p2 = (pq.read_table(tmp_path / f"p{i}.parquet").column("pred").to_numpy() for i in (1, 2))
+    assert len(p1) == 3000 and not np.allclose(p1, p2)  # another model answers
+    assert main(["registry", "rollback", str(tmp_path / "reg"), "ctr"]) == 2  # v1 is the oldest published
+    assert "no earlier one" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_two_concurrent_runs_publish_one_version(lake, tmp_path):
-    reg_mod = _registry()
     import subprocess
     import sys
 
@@ -156,4 +167,9 @@ def test_two_concurrent_runs_publish_one_version(lake, tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes[0] == 0 and codes[1] in (0, 2), outs
+    loser = outs[[p.returncode for p in procs].index(codes[1])] if codes[1] == 2 else None
+    if loser is not None:  # refused while the other held the lease: one line naming it
+        assert loser[1].strip().startswith("dist-ctr: error: registry lease on model 'ctr' is held by"), loser[1]
+    else:  # it ran after the other finished: nothing left to do
+        assert sum("nothing to do" in o for o, _ in outs) == 1, outs
     assert len(reg_mod.ModelRegistry(str(tmp_path / "reg")).versions("ctr")) == 1
