@@ -11,8 +11,8 @@ compare-and-set on the store, never a read followed by a write:
   does).
 
 A lease held by another owner and not expired is a :class:`~dist_ctr.errors.RegistryError` naming the owner and
-its expiry. An expired lease (its holder crashed) is taken over. The holder deletes its lease on exit (only if it
-still owns it).
+its expiry. The holder renews it every ``ttl_s / 3`` seconds, so only a holder that died (or stalled past the TTL)
+loses it; an expired lease is taken over. The holder deletes its lease on exit (only if it still owns it).
 
 >>> import tempfile
 >>> root = tempfile.mkdtemp()
@@ -31,13 +31,14 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import threading
 import time
 from typing import Any, Iterator, Optional
 
 from dist_ctr.errors import RegistryError
 from dist_ctr.storage import storage_errors, url_to_fs
 
-__all__ = ["hold_lease"]
+__all__ = ["Lease", "hold_lease"]
 
 
 def _body(owner: str, ttl_s: float) -> bytes:
@@ -122,6 +123,41 @@ def _acquire_other(fs: Any, path: str, model: str, owner: str, ttl_s: float) -> 
         raise _refuse(model, info)
 
 
+def _renew(fs: Any, path: str, owner: str, ttl_s: float) -> bool:
+    """Push the expiry of our lease forward; False when somebody else holds it now (ours expired and was taken)."""
+    if _is_local(fs):
+        import fcntl
+
+        with open(f"{path}.lock", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                with open(path, "rb") as f:
+                    if _held(f.read(), path)["owner"] != owner:
+                        return False
+            except FileNotFoundError:
+                return False
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(_body(owner, ttl_s))
+            os.replace(tmp, path)
+            return True
+    try:
+        etag = fs.info(path, refresh=True).get("ETag") if _is_s3(fs) else None
+        if _held(fs.cat_file(path), path)["owner"] != owner:
+            return False
+        if etag is not None:
+            fs.pipe_file(path, _body(owner, ttl_s), IfMatch=etag)
+        else:
+            fs.pipe_file(path, _body(owner, ttl_s))
+        return True
+    except (FileNotFoundError, FileExistsError):
+        return False
+    except OSError as e:
+        if "pre-condition" in str(e) or "Precondition" in str(e):
+            return False
+        raise
+
+
 def _release(fs: Any, path: str, owner: str) -> None:
     try:
         if _held(fs.cat_file(path), path)["owner"] == owner:
@@ -130,17 +166,52 @@ def _release(fs: Any, path: str, owner: str) -> None:
         pass
 
 
+class Lease:
+    """A held lease. A daemon thread renews it every ``ttl_s / 3`` seconds, so a long run keeps it; when a renewal
+    finds another owner (this process stalled past the TTL and a second run took over), :meth:`check` raises
+    before anything is published."""
+
+    def __init__(self, fs: Any, path: str, url: str, model: str, owner: str, ttl_s: float) -> None:
+        self.fs, self.path, self.url, self.model, self.owner, self.ttl_s = fs, path, url, model, owner, ttl_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{model}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(max(self.ttl_s / 3.0, 0.1)):
+            try:
+                if not _renew(self.fs, self.path, self.owner, self.ttl_s):
+                    self.lost = True
+                    return
+            except Exception:  # a failed renewal is retried at the next beat; the expiry still covers it
+                continue
+
+    def check(self) -> None:
+        """Raise :class:`RegistryError` when the lease was lost (call before writing to the registry)."""
+        if self.lost:
+            raise RegistryError(f"{self.url}: lost the registry lease on model {self.model!r} (it expired and "
+                                f"another run took it); nothing was published by {self.owner!r}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 @contextlib.contextmanager
 def hold_lease(registry_url: str, model: str, owner: str, ttl_s: float,
-               storage_options: Optional[dict[str, Any]] = None) -> Iterator[None]:
+               storage_options: Optional[dict[str, Any]] = None) -> Iterator[Lease]:
     """Hold the lease on ``model`` in the registry at ``registry_url`` for the block (see the module docstring).
 
     Args:
         registry_url: the registry root (any fsspec URL).
         model: the model name (a path segment).
         owner: who holds it (printed to a refused contender): e.g. ``retrain-ctr-2026-11-05-<ns>``.
-        ttl_s: seconds after which a crashed holder's lease may be taken over; longer than a run.
+        ttl_s: seconds after which a lease that stopped being renewed (its holder crashed) may be taken over.
         storage_options: fsspec options of the registry's store.
+
+    Yields:
+        Lease: call ``check()`` before each registry write.
 
     Raises:
         RegistryError: another owner holds an unexpired lease.
@@ -155,8 +226,10 @@ def hold_lease(registry_url: str, model: str, owner: str, ttl_s: float,
             _acquire_local(path, model, owner, ttl_s)
         else:
             _acquire_other(fs, path, model, owner, ttl_s)
+    lease = Lease(fs, path, url, model, owner, ttl_s)
     try:
-        yield
+        yield lease
     finally:
+        lease.stop()
         with storage_errors(url, "release the registry lease"):
             _release(fs, path, owner)

@@ -297,12 +297,12 @@ class ModelRegistry:
         return self.promote(model, to, reason=reason or f"rollback from {current.version}", event="rolled_back")
 
     @contextlib.contextmanager
-    def lease(self, model: str, owner: str, ttl_s: float) -> Iterator[None]:
-        """Hold the model's lease for the block (:func:`dist_ctr.pipeline.lease.hold_lease`)."""
+    def lease(self, model: str, owner: str, ttl_s: float) -> Iterator[Any]:
+        """Hold the model's lease for the block; yields the :class:`~dist_ctr.pipeline.lease.Lease`."""
         from dist_ctr.pipeline.lease import hold_lease
 
-        with hold_lease(self.url, model, owner, ttl_s, self.storage_options):
-            yield
+        with hold_lease(self.url, model, owner, ttl_s, self.storage_options) as held:
+            yield held
 
 
 def split_model_ref(ref: str) -> Optional[tuple[str, str, str]]:

@@ -63,6 +63,7 @@ class RetrainRun:
         self.as_of = as_of or _dt.datetime.now(_dt.timezone.utc).date().isoformat()
         self.registry = ModelRegistry(self.r.registry, storage_options=self.r.registry_storage_options or None)
         self.model = self.r.model_name
+        self.lease: Any = None  # the held Lease while executing: checked before each registry write
 
     # ---- plan ---------------------------------------------------------------------------------------------
     def _newest_covered(self) -> tuple[Optional[str], Optional[str], Any]:
@@ -192,6 +193,7 @@ class RetrainRun:
                     "metrics": cand, "published_metrics": pub_m, "gate_passed": bool(decision.passed),
                     "gate_failed": [str(r) for r in decision.failed()], "config": _plain(self.cfg),
                     "created": time.time()}
+            self._check_lease()
             version = self.registry.add_version(self.model, export_path=model_path,
                                                 checkpoint_url=result["checkpoint"], metadata=meta)
             self.registry.record(self.model, {"event": "decision", "version": version.version,
@@ -199,6 +201,7 @@ class RetrainRun:
                                               "published": pub_m, "failed": meta["gate_failed"]})
         passed = decision.passed if decision is not None else bool(version.metadata.get("gate_passed"))
         if passed:
+            self._check_lease()
             self.registry.promote(self.model, version.version, reason=f"gate passed on {p.window.eval}")
             _say("published", f"{version.version} ({self.r.registry.rstrip('/')}/{self.model}@published)")
         else:
@@ -206,6 +209,10 @@ class RetrainRun:
         self.registry.record(self.model, {"event": "run_finished", "version": version.version, "run_key": p.run_key,
                                           "published": bool(passed)})
         return version
+
+    def _check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
 
     def _finished(self, version: Any) -> bool:
         """Whether the run that added ``version`` got to its end (promotion included)."""
@@ -278,7 +285,7 @@ def run_retrain(cfg: PipelineConfig, as_of: Optional[str] = None, dry_run: bool 
         return []
     out = []
     owner = f"retrain-{run.model}-{run.as_of}-{time.time_ns()}"
-    with run.registry.lease(run.model, owner, ttl_s=cfg.retrain.lease_ttl_s):
+    with run.registry.lease(run.model, owner, ttl_s=cfg.retrain.lease_ttl_s) as run.lease:
         while True:  # planned again under the lease (another run may have finished meanwhile) and after each run
             again = run.plan(quiet=True)
             if not again:

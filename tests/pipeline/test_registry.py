@@ -182,3 +182,20 @@ def test_runs_killed_at_each_step_leave_the_pointer_complete_and_the_next_run_fi
         assert reg.published("ctr").version == f"v{2 + i:06d}", point
     finished = [e for e in reg.events("ctr") if e["event"] == "run_finished"]
     assert [e["version"] for e in finished] == ["v000001", "v000002", "v000003", "v000004"]
+
+
+def test_a_held_lease_is_renewed_and_a_lost_one_is_said(store):
+    url, opts = store
+    reg = ModelRegistry(url, opts)
+    with hold_lease(url, "m", "slow-run", ttl_s=0.6, storage_options=opts) as lease:
+        time.sleep(1.5)  # longer than the TTL: the heartbeat kept it
+        with pytest.raises(RegistryError, match="held by 'slow-run'"):
+            with hold_lease(url, "m", "other", ttl_s=5, storage_options=opts):
+                pass
+        lease.check()
+        reg.fs.pipe_file(f"{reg.root}/m/LEASE", json.dumps({"owner": "thief", "acquired": 0,
+                                                            "expires": time.time() + 60}).encode())
+        time.sleep(0.6)
+        with pytest.raises(RegistryError, match="lost the registry lease on model 'm'"):
+            lease.check()
+    assert json.loads(reg.fs.cat_file(f"{reg.root}/m/LEASE"))["owner"] == "thief"  # not released: not ours
