@@ -194,6 +194,11 @@ def test_model_config_values(base, tmp_path, capsys, key, value):
     refused(capsys, ["train", job], f"model.config.{key}")
 
 
+def test_model_config_refused_by_the_layers(base, tmp_path, capsys):
+    job = job_file(base, tmp_path, {"model.config.dnn_activation": "swishy"}, fresh_ck=False)
+    refused(capsys, ["train", job], "model 'DeepFM'", "unknown activation 'swishy'")
+
+
 # ---- schema --------------------------------------------------------------------------------------------------
 def test_schema_file_errors(base, tmp_path, capsys):
     job = job_file(base, tmp_path, {"schema.path": str(tmp_path / "missing.yaml")}, fresh_ck=False)

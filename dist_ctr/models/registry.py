@@ -74,9 +74,19 @@ def make_config(name: str, config: Mapping[str, Any] | Any | None, path: str = "
 
 
 def build_model(name: str, schema: FeatureSchema, config: Mapping[str, Any] | Any | None = None) -> CTRModel:
-    """Build a registered model: ``MODEL_REGISTRY[name].cls(schema, typed_config)`` (embeddings on ``meta``)."""
+    """Build a registered model: ``MODEL_REGISTRY[name].cls(schema, typed_config)`` (embeddings on ``meta``).
+
+    A value the config's types admit but the model's layers refuse (an unknown activation, a head count that does
+    not divide the embedding size, a feature of the wrong kind) is a :class:`ModelConfigError` naming the model.
+    """
     cfg = make_config(name, config)
-    return MODEL_REGISTRY[name].cls(schema, cfg)
+    try:
+        return MODEL_REGISTRY[name].cls(schema, cfg)
+    except (ValueError, TypeError, KeyError) as e:
+        if isinstance(e, ConfigErrorBase):
+            raise
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise ModelConfigError(f"model.config: model {name!r} refuses this config or schema: {text}") from e
 
 
 def _ensure_loaded() -> None:
