@@ -28,9 +28,9 @@ class SchemaSection:
 
 @dataclass
 class SynthSection:
-    """A synthetic data set generated under ``out`` before training when it does not exist yet."""
+    """A synthetic data set generated under ``out`` before training when it does not exist yet, with the job's
+    schema (``schema.preset`` / ``schema.path``) and a planted signal drawn from ``seed``."""
 
-    preset: str = "criteo-kaggle"
     out: str = "runs/data/demo"
     rows: int = ranged(200_000, ge=1)
     eval_rows: int = ranged(50_000, ge=0)
