@@ -1,4 +1,4 @@
-"""Rooms keep to their boundaries (ARCHITECTURE.md): a room's modules never import what it must not."""
+"""Rooms keep to their boundaries (docs/architecture.md): a room's modules never import what it must not."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ FORBIDDEN = {
     "train": ["ray"],
     "compat": ["ray"],
     "distributed": ["ray"],
+    "pipeline": ["ray"],
+    "launch": ["dist_ctr.models", "dist_ctr.layers"],
 }
 RAY_TRAIN_ONLY_IN = "launch"
 
