@@ -22,6 +22,7 @@ Column layout written: ``row_id`` int64, ``label`` int8, ``I1..I13`` int64 (null
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from dist_ctr.data.errors import DataError, DataPathNotFoundError
+from dist_ctr.data.errors import DataError, DataPathNotFoundError, StorageAccessError
 from dist_ctr.data.presets import (
     CRITEO_1TB_MLPERF_CARDINALITIES,
     DENSE_NAMES,
@@ -42,8 +43,10 @@ from dist_ctr.data.presets import (
     criteo_schema,
 )
 from dist_ctr.schema import stable_hash
+from dist_ctr.strict import ConfigError
 
-__all__ = ["CRITEO_COLUMNS", "ConvertReport", "convert_criteo", "criteo_read_options", "iter_criteo_batches"]
+__all__ = ["CRITEO_COLUMNS", "ConvertReport", "convert_criteo", "convert_criteo_input", "criteo_read_options",
+           "iter_criteo_batches"]
 
 ROW_ID = "row_id"
 CRITEO_COLUMNS: tuple[str, ...] = (LABEL_NAME, *DENSE_NAMES, *SPARSE_NAMES)
@@ -53,7 +56,11 @@ SCHEMA_FILE = "schema.yaml"
 
 @dataclass
 class ConvertReport:
-    """What :func:`convert_criteo` read and wrote."""
+    """What :func:`convert_criteo` (or ``convert_criteo_ray``) read and wrote.
+
+    ``per_input`` holds one dict per input (or byte range of one): ``input``, ``rows``, ``bad_lines`` and, from the
+    Ray converter, ``byte_range``, ``files`` (the shards it wrote) and ``seconds``.
+    """
 
     inputs: list[str]
     out_url: str
@@ -66,6 +73,7 @@ class ConvertReport:
     bad_line_examples: list[str] = field(default_factory=list)
     positive_rate: float = float("nan")
     hashed: bool = False
+    per_input: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         s = (f"converted {self.rows:,} rows from {len(self.inputs)} input(s) into {len(self.files)} file(s), "
@@ -116,8 +124,56 @@ class _BadLines:
         return "error"
 
 
-def _open_input(url: str, storage_options: dict[str, Any]) -> tuple[Any, Any]:
-    """A pyarrow input stream (gzip-decompressing for ``.gz``) and the handle to close."""
+class _LineRange(io.RawIOBase):
+    """Bytes of the lines that *start* in ``[start, end)`` of a seekable binary file (the byte range's lines).
+
+    A line belongs to the range holding its first byte, so consecutive ranges split a file into whole lines with
+    none lost or doubled.
+
+    >>> raw = io.BytesIO(b"ab\\ncd\\nef\\n")
+    >>> [_LineRange(raw, a, b).read() for a, b in [(0, 4), (4, 9)]]
+    [b'ab\\ncd\\n', b'ef\\n']
+    """
+
+    def __init__(self, fh: Any, start: int, end: int) -> None:
+        super().__init__()
+        self.fh, self.end = fh, end
+        if start > 0:
+            fh.seek(start - 1)
+            fh.readline()  # the rest of the line holding byte start-1 belongs to the range before
+        else:
+            fh.seek(0)
+        self.pos = fh.tell()
+        self.last = b"\n"
+        self.done = self.pos >= end
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
+        if self.done or n == 0:
+            return b""
+        if self.pos < self.end:
+            data = self.fh.read(min(n, self.end - self.pos))
+            if data:
+                self.pos += len(data)
+                self.last = data[-1:]
+                return data
+        self.done = True  # at the range's end (or EOF): finish the line that started inside it
+        return b"" if self.last == b"\n" else self.fh.readline()
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def _open_input(url: str, storage_options: dict[str, Any],
+                byte_range: Optional[tuple[int, int]] = None) -> tuple[Any, Any]:
+    """A pyarrow input stream (gzip-decompressing for ``.gz``; only the lines of ``byte_range``) and the handle to
+    close."""
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url, **storage_options)
@@ -127,6 +183,11 @@ def _open_input(url: str, storage_options: dict[str, Any]) -> tuple[Any, Any]:
         raise DataError("is a directory; give the TSV files themselves", file=url)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     gz = path.endswith(".gz")
+    if byte_range is not None:
+        if gz:
+            raise ValueError(f"{url}: a gzip file cannot be read by byte range")
+        fh = fs.open(path, "rb")
+        return pa.PythonFile(_LineRange(fh, *byte_range), mode="r"), fh
     if protocol in ("file", "local"):
         stream = pa.input_stream(path, compression="gzip" if gz else None)
         return stream, stream
@@ -136,7 +197,9 @@ def _open_input(url: str, storage_options: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def iter_criteo_batches(url: str, storage_options: dict[str, Any] | None = None, bad_lines: str = "error",
-                        block_size: int = 1 << 24, counter: Optional[_BadLines] = None) -> Iterator[pa.RecordBatch]:
+                        block_size: int = 1 << 24, counter: Optional[_BadLines] = None,
+                        byte_range: Optional[tuple[int, int]] = None,
+                        label_only: bool = False) -> Iterator[pa.RecordBatch]:
     """Stream one Criteo TSV file (plain or ``.gz``) as Arrow record batches of the 40 typed columns.
 
     Args:
@@ -144,17 +207,24 @@ def iter_criteo_batches(url: str, storage_options: dict[str, Any] | None = None,
         storage_options (dict | None): fsspec options (credentials, endpoint).
         bad_lines (str): "error" (raise :class:`DataError` naming file and line) or "skip" (count and drop).
         block_size (int): bytes of text parsed per batch.
+        counter (_BadLines | None): counts wrong-width lines across calls.
+        byte_range (tuple[int, int] | None): read only the lines starting in ``[start, end)`` (plain text only);
+            line numbers in messages then count from the range's first line.
+        label_only (bool): convert only ``label`` (every line is still split and checked): for counting rows.
 
     Yields:
-        pa.RecordBatch: columns ``label, I1..I13, C1..C26``.
+        pa.RecordBatch: columns ``label, I1..I13, C1..C26`` (``label`` alone with ``label_only``).
     """
     if bad_lines not in ("error", "skip"):
         raise ValueError(f"bad_lines must be 'error' or 'skip', got {bad_lines!r}")
     bad = counter if counter is not None else _BadLines(bad_lines)
-    bad.file = url
+    where = url if byte_range is None else f"{url} (bytes {byte_range[0]}-{byte_range[1]})"
+    bad.file = where
     bad.first = None
-    stream, handle = _open_input(url, storage_options or {})
+    stream, handle = _open_input(url, storage_options or {}, byte_range)
     read, parse, conv = criteo_read_options(block_size, bad)
+    if label_only:
+        conv.include_columns = [LABEL_NAME]
     try:
         try:
             reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=conv)
@@ -171,19 +241,21 @@ def iter_criteo_batches(url: str, storage_options: dict[str, Any] | None = None,
                 hint = " (Kaggle's test.txt has no label column and cannot be converted)" if got == 39 else ""
                 raise DataError(f"line {line}: expected {len(CRITEO_COLUMNS)} tab-separated fields (label, I1..I13, "
                                 f"C1..C26), got {got}: {shown!r}{hint}; bad_lines='skip' drops such lines",
-                                file=url) from None
-            raise DataError(f"not Criteo TSV: {e}", file=url) from None
+                                file=where) from None
+            raise DataError(f"not Criteo TSV: {e}", file=where) from None
         except (OSError, EOFError) as e:  # truncated / corrupt gzip
-            raise DataError(f"cannot read: {e}", file=url) from None
+            raise DataError(f"cannot read: {e}", file=where) from None
     finally:
         handle.close()
 
 
 class _ShardWriter:
-    """Re-cuts incoming tables into row groups of ``row_group_rows`` and files of ``rows_per_shard`` rows."""
+    """Re-cuts incoming tables into row groups of ``row_group_rows`` and files ``<prefix>NNNNN.parquet`` of
+    ``rows_per_shard`` rows."""
 
-    def __init__(self, fs: Any, root: str, rows_per_shard: int, row_group_rows: int, compression: str) -> None:
-        self.fs, self.root = fs, root
+    def __init__(self, fs: Any, root: str, rows_per_shard: int, row_group_rows: int, compression: str,
+                 prefix: str = "part-") -> None:
+        self.fs, self.root, self.prefix = fs, root, prefix
         self.rows_per_shard, self.row_group_rows, self.compression = rows_per_shard, row_group_rows, compression
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -208,9 +280,12 @@ class _ShardWriter:
         self.pending = [rest] if rest.num_rows else []
         self.pending_rows = rest.num_rows
         if self._writer is None:
-            rel = f"part-{len(self.files):05d}.parquet"
+            rel = f"{self.prefix}{len(self.files):05d}.parquet"
             self.files.append(rel)
-            self._fh = self.fs.open(f"{self.root}/{rel}", "wb")
+            try:
+                self._fh = self.fs.open(f"{self.root}/{rel}", "wb")
+            except OSError as e:
+                raise StorageAccessError(f"cannot write: {e}", file=f"{self.root}/{rel}") from None
             self._writer = pq.ParquetWriter(self._fh, head.schema, compression=self.compression,
                                             write_statistics=[ROW_ID])
         self._writer.write_table(head.combine_chunks(), row_group_size=n)
@@ -229,6 +304,94 @@ class _ShardWriter:
         while self.pending_rows:
             self._flush(min(self._need(), self.pending_rows))
         self._close_shard()
+
+
+def _check_options(rows_per_shard: int, row_group_rows: int, bad_lines: str,
+                   vocab_sizes: Sequence[int] | None) -> list[int]:
+    """Validates the converter's options; returns the 26 vocabularies (the MLPerf ones by default)."""
+    if rows_per_shard < 1 or row_group_rows < 1:
+        raise ConfigError(f"rows_per_shard and row_group_rows must be >= 1, got {rows_per_shard}, {row_group_rows}")
+    if bad_lines not in ("error", "skip"):
+        raise ConfigError(f"bad_lines must be 'error' or 'skip', got {bad_lines!r}")
+    vocab = list(vocab_sizes) if vocab_sizes is not None else list(CRITEO_1TB_MLPERF_CARDINALITIES)
+    if len(vocab) != len(SPARSE_NAMES) or min(vocab) < 1:
+        raise ConfigError(f"vocab_sizes needs {len(SPARSE_NAMES)} positive sizes (C1..C26), got {len(vocab)}")
+    return vocab
+
+
+def _prepare_out(out_url: str, storage_options: dict[str, Any], overwrite: bool) -> tuple[Any, str]:
+    """``(fs, root)`` of the output directory, created; refuses a non-empty one unless ``overwrite``."""
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(out_url, **storage_options)
+        root = root.rstrip("/")
+        busy = fs.exists(root) and bool(fs.find(root))
+        if busy and not overwrite:
+            raise ConfigError(f"{out_url} is not empty; pass overwrite=True (--overwrite) to write into it")
+        fs.makedirs(root, exist_ok=True)
+    except (OSError, ImportError) as e:
+        raise StorageAccessError(f"cannot use the output directory: {e}", file=out_url) from None
+    return fs, root
+
+
+def convert_criteo_input(url: str, writer: _ShardWriter, *, storage_options: dict[str, Any] | None = None,
+                         bad_lines: str = "error", block_size: int = 1 << 24, hash_categoricals: bool = False,
+                         vocab: Sequence[int] = CRITEO_1TB_MLPERF_CARDINALITIES, row_id_start: int = 0,
+                         counter: Optional[_BadLines] = None,
+                         byte_range: Optional[tuple[int, int]] = None) -> tuple[int, int]:
+    """Convert one input file (or the lines of one byte range of it) into ``writer``'s shards.
+
+    Both :func:`convert_criteo` (all inputs into one writer) and :func:`dist_ctr.data.criteo_ray.convert_criteo_ray`
+    (one writer per input or range, in parallel) write their rows through this function.
+
+    Args:
+        url (str): path or fsspec URL of a Criteo TSV (plain or ``.gz``).
+        writer (_ShardWriter): where the rows go (``writer.close()`` is the caller's).
+        storage_options (dict | None): fsspec options of the input.
+        bad_lines (str): "error" or "skip".
+        block_size (int): bytes of text parsed at once.
+        hash_categoricals (bool): write ``stable_hash`` ids instead of hex strings.
+        vocab (Sequence[int]): 26 vocabularies for hashing.
+        row_id_start (int): ``row_id`` of this input's first row.
+        counter (_BadLines | None): bad-line counter (shared across inputs by :func:`convert_criteo`).
+        byte_range (tuple[int, int] | None): only the lines starting in ``[start, end)``.
+
+    Returns:
+        tuple[int, int]: rows written and positives among them.
+    """
+    id_type = pa.int32() if max(vocab) < 2**31 else pa.int64()
+    next_id, positives = row_id_start, 0
+    for batch in iter_criteo_batches(url, storage_options, bad_lines, block_size, counter=counter,
+                                     byte_range=byte_range):
+        n = batch.num_rows
+        if n == 0:
+            continue
+        cols: list[pa.Array] = [pa.array(np.arange(next_id, next_id + n, dtype=np.int64))]
+        cols += [batch.column(i) for i in range(1 + len(DENSE_NAMES))]
+        for j, name in enumerate(SPARSE_NAMES):
+            col = batch.column(1 + len(DENSE_NAMES) + j)
+            cols.append(pa.array(stable_hash(col, vocab[j]), type=id_type) if hash_categoricals else col)
+        writer.add(pa.Table.from_arrays(cols, names=[ROW_ID, *CRITEO_COLUMNS]))
+        positives += int(pc.sum(batch.column(0)).as_py() or 0)  # host sync (arrow scalar)
+        next_id += n
+    return next_id - row_id_start, positives
+
+
+def _write_info(fs: Any, root: str, rep: ConvertReport, vocab: list[int], converter: str,
+                **extra: Any) -> None:
+    """``schema.yaml`` and ``_convert.json`` next to the shards."""
+    schema = criteo_schema(vocab, use_hash=not rep.hashed)
+    try:
+        with fs.open(f"{root}/{SCHEMA_FILE}", "w") as fh:
+            fh.write(schema.to_yaml())
+        with fs.open(f"{root}/{INFO_FILE}", "w") as fh:
+            fh.write(json.dumps({"converter": converter, "inputs": rep.inputs, "rows": rep.rows,
+                                 "files": rep.files, "bytes": rep.bytes, "bad_lines": rep.bad_lines,
+                                 "bad_line_examples": rep.bad_line_examples, "hash_categoricals": rep.hashed,
+                                 "vocab_sizes": vocab, "per_input": rep.per_input, **extra}, indent=2))
+    except OSError as e:
+        raise StorageAccessError(f"cannot write: {e}", file=f"{root}/{INFO_FILE}") from None
 
 
 def convert_criteo(inputs: Sequence[str] | str, out_url: str, rows_per_shard: int = 2_000_000,
@@ -259,50 +422,32 @@ def convert_criteo(inputs: Sequence[str] | str, out_url: str, rows_per_shard: in
     Raises:
         DataError: a wrong-width line (``bad_lines="error"``), an unparsable value or a missing input; the message
             names the file (and line).
+        ConfigError: bad options or a non-empty ``out_url`` without ``overwrite``.
+        StorageAccessError: the output cannot be created or written.
     """
-    import fsspec
-
     if isinstance(inputs, str):
         inputs = [inputs]
     inputs = [str(x) for x in inputs]
     if not inputs:
-        raise ValueError("convert_criteo: no input files given")
-    if rows_per_shard < 1 or row_group_rows < 1:
-        raise ValueError(f"rows_per_shard and row_group_rows must be >= 1, got {rows_per_shard}, {row_group_rows}")
-    if bad_lines not in ("error", "skip"):
-        raise ValueError(f"bad_lines must be 'error' or 'skip', got {bad_lines!r}")
-    vocab = list(vocab_sizes) if vocab_sizes is not None else list(CRITEO_1TB_MLPERF_CARDINALITIES)
-    if len(vocab) != len(SPARSE_NAMES) or min(vocab) < 1:
-        raise ValueError(f"vocab_sizes needs {len(SPARSE_NAMES)} positive sizes (C1..C26), got {len(vocab)}")
+        raise ConfigError("convert_criteo: no input files given")
+    vocab = _check_options(rows_per_shard, row_group_rows, bad_lines, vocab_sizes)
     so = storage_options or {}
-    fs, root = fsspec.core.url_to_fs(out_url, **so)
-    root = root.rstrip("/")
-    if fs.exists(root) and fs.find(root) and not overwrite:
-        raise ValueError(f"{out_url} is not empty; pass overwrite=True (--overwrite) to write into it")
-    fs.makedirs(root, exist_ok=True)
+    fs, root = _prepare_out(out_url, so, overwrite)
 
     t0 = time.perf_counter()
     writer = _ShardWriter(fs, root, rows_per_shard, row_group_rows, compression)
     bad = _BadLines(bad_lines)
     next_id = row_id_start
     positives = 0
-    id_type = pa.int32() if max(vocab) < 2**31 else pa.int64()
+    per_input: list[dict[str, Any]] = []
     for url in inputs:
-        n_in = 0
-        for batch in iter_criteo_batches(url, so, bad_lines, block_size, counter=bad):
-            n = batch.num_rows
-            if n == 0:
-                continue
-            cols: list[pa.Array] = [pa.array(np.arange(next_id, next_id + n, dtype=np.int64))]
-            cols += [batch.column(i) for i in range(1 + len(DENSE_NAMES))]
-            for j, name in enumerate(SPARSE_NAMES):
-                col = batch.column(1 + len(DENSE_NAMES) + j)
-                cols.append(pa.array(stable_hash(col, vocab[j]), type=id_type) if hash_categoricals else col)
-            writer.add(pa.Table.from_arrays(cols, names=[ROW_ID, *CRITEO_COLUMNS]))
-            lab = batch.column(0)
-            positives += int(pc.sum(lab).as_py() or 0)  # host sync (arrow scalar)
-            next_id += n
-            n_in += n
+        bad_before = bad.count
+        n_in, pos = convert_criteo_input(url, writer, storage_options=so, bad_lines=bad_lines, block_size=block_size,
+                                         hash_categoricals=hash_categoricals, vocab=vocab, row_id_start=next_id,
+                                         counter=bad)
+        next_id += n_in
+        positives += pos
+        per_input.append({"input": url, "rows": n_in, "bad_lines": bad.count - bad_before})
         if verbose:
             print(f"[convert-criteo] {url}: {n_in:,} rows", flush=True)
     writer.close()
@@ -311,14 +456,7 @@ def convert_criteo(inputs: Sequence[str] | str, out_url: str, rows_per_shard: in
     rep = ConvertReport(inputs=list(inputs), out_url=out_url, rows=rows, files=writer.files, bytes=writer.bytes,
                         seconds=dt, rows_per_s=rows / max(dt, 1e-9), bad_lines=bad.count,
                         bad_line_examples=bad.examples, positive_rate=positives / rows if rows else float("nan"),
-                        hashed=hash_categoricals)
-    schema = criteo_schema(vocab, use_hash=not hash_categoricals)
-    with fs.open(f"{root}/{SCHEMA_FILE}", "w") as fh:
-        fh.write(schema.to_yaml())
-    with fs.open(f"{root}/{INFO_FILE}", "w") as fh:
-        fh.write(json.dumps({"converter": "dist_ctr.data.criteo", "inputs": rep.inputs, "rows": rows,
-                             "files": rep.files, "bytes": rep.bytes, "bad_lines": rep.bad_lines,
-                             "bad_line_examples": rep.bad_line_examples, "hash_categoricals": hash_categoricals,
-                             "vocab_sizes": vocab, "row_id_start": row_id_start,
-                             "rows_per_shard": rows_per_shard, "row_group_rows": row_group_rows}, indent=2))
+                        hashed=hash_categoricals, per_input=per_input)
+    _write_info(fs, root, rep, vocab, "dist_ctr.data.criteo", row_id_start=row_id_start,
+                rows_per_shard=rows_per_shard, row_group_rows=row_group_rows)
     return rep

@@ -12,7 +12,7 @@ Rules are checked per task (``tasks``; default: every binary task of the candida
 >>> d.passed, [r.rule for r in d.failed()]
 (False, ['max_auc_drop'])
 >>> print(d.failed()[0])
-max_auc_drop: FAILED: auc fell 0.0100 (published 0.7200 -> candidate 0.7100), allowed 0.0050
+max_auc_drop: FAILED: auc published 0.7200 -> candidate 0.7100: drop +0.0100, allowed 0.0050
 >>> evaluate_gate(cand, None, GateConfig(min_auc=0.6, max_auc_drop=0.005)).passed  # first model: value rules only
 True
 """
@@ -114,8 +114,8 @@ def evaluate_gate(candidate: dict[str, Any], published: Optional[dict[str, Any]]
             new, old = _get(candidate, t, key), _get(published, t, key)
             change = (old - new) if key == "auc" else (new - old)
             ok = not (math.isnan(new) or math.isnan(old)) and change <= limit
-            verb = "fell" if key == "auc" else "rose"
-            rules.append(RuleResult(rule, t, ok, f"{key} {verb} {change:.4f} (published {old:.4f} -> candidate "
-                                                 f"{new:.4f}), allowed {limit:.4f}"))
+            what = "drop" if key == "auc" else "rise"
+            rules.append(RuleResult(rule, t, ok, f"{key} published {old:.4f} -> candidate {new:.4f}: {what} "
+                                                 f"{change:+.4f}, allowed {limit:.4f}"))
     notes = [] if rules else ["no rule configured: every candidate passes"]
     return GateDecision(all(r.passed for r in rules), rules, candidate, published, notes)

@@ -149,10 +149,14 @@ class RetrainRun:
             _say("run", f"{i + 1}/{len(runs)} for {self.model} as of {self.as_of}")
             _say("train", f"{p.window.describe(key)}")
             _say("evaluate", f"{key}={p.window.eval} (held out)")
-            parent = p.parent.version if p.parent is not None else "none (cold start)"
-            _say("parent", f"{parent}{' -> warm start' if p.warm else ''}")
-            _say("compare", "candidate vs published, same partition" if p.parent is not None
-                 else "candidate on absolute rules (no published version)")
+            if i > 0 and self.r.warm_start == "parent":  # parent: what the runs before it publish
+                _say("parent", f"the version published when run {i + 1} starts -> warm start")
+                _say("compare", "candidate vs published, same partition")
+            else:
+                parent = p.parent.version if p.parent is not None else "none (cold start)"
+                _say("parent", f"{parent}{' -> warm start' if p.warm else ''}")
+                _say("compare", "candidate vs published, same partition" if p.parent is not None
+                     else "candidate on absolute rules (no published version)")
             for s in p.window.skipped:
                 _say("skipped", s)
 

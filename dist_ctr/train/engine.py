@@ -18,8 +18,11 @@ Training steps run in one of two loops, chosen by ``pipeline``:
   else ``"none"``.
 
 Callbacks are objects with any of ``on_train_begin(trainer)``, ``on_epoch_begin(trainer, epoch)``,
-``on_batch_end(trainer, step, logs)``, ``on_epoch_end(trainer, epoch, logs)``, ``on_train_end(trainer, logs)``;
-setting ``trainer.stop_training = True`` ends training after the current step.
+``on_batch_end(trainer, step, logs)``, ``on_evaluate(trainer, step, metrics)``, ``on_epoch_end(trainer, epoch,
+logs)``, ``on_train_end(trainer, logs)``; setting ``trainer.stop_training = True`` ends training after the current
+step. After each trained batch ``fit`` logs (``on_batch_end``), saves and evaluates (``on_evaluate``) in that order
+when their schedules are due (``train/schedule.py``); at an epoch end it evaluates (``on_evaluate``), calls
+``on_epoch_end``, then saves.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.model_parallel import parallelize
 from dist_ctr.train import checkpoint as ckpt
 from dist_ctr.train.metrics import EvalAccumulator
+from dist_ctr.train.schedule import CheckpointSchedule, EvalSchedule, EveryNSteps
 from dist_ctr.train.task import CTRTask
 from dist_ctr.errors import TrainingFailure
 
@@ -86,6 +90,48 @@ class _CursorTrackedBatches:
         batch = next(self._it)
         self.read.append((batch, self._data.state_dict() if self._tracks else None))  # type: ignore[attr-defined]
         return batch
+
+
+@dataclass
+class _FitRun:
+    """What one ``fit`` call works with: data, callbacks, schedules, options, and the history it fills."""
+
+    train_data: Iterable[CTRBatch]
+    eval_data: Optional[Iterable[CTRBatch]]
+    callbacks: Sequence[Any]
+    epochs: int
+    max_steps: int
+    log: EveryNSteps
+    show: bool
+    checkpoint: CheckpointSchedule
+    checkpoint_keep: int
+    storage_options: dict[str, Any] | None
+    evaluation: EvalSchedule
+    history: History = field(default_factory=History)
+
+
+class _EpochStats:
+    """Running totals of one epoch: loss sum (float64, on the host), steps, rows, and the start time."""
+
+    def __init__(self, world_size: int) -> None:
+        self.world_size = world_size
+        self.loss_sum = torch.zeros((), dtype=torch.float64)
+        self.steps, self.rows = 0, 0
+        self.t0 = time.perf_counter()
+
+    def add(self, rows: int, loss: torch.Tensor) -> None:
+        self.loss_sum += loss.double().cpu()  # host sync (cheap on CPU; once per step)
+        self.steps += 1
+        self.rows += rows
+
+    def samples_per_s(self) -> float:
+        """Global training speed since the epoch began (rows of all ranks)."""
+        return self.rows * self.world_size / max(1e-9, time.perf_counter() - self.t0)
+
+    def logs(self) -> dict[str, float]:
+        """The epoch's logs: mean ``loss``, ``samples_per_s``, ``steps``."""
+        return {"loss": float(self.loss_sum) / max(1, self.steps), "samples_per_s": self.samples_per_s(),
+                "steps": float(self.steps)}
 
 
 def _callback(callbacks: Sequence[Any], name: str, *args: Any) -> None:
@@ -252,87 +298,132 @@ class Trainer:
         storage_options: dict[str, Any] | None = None,
         initial_epoch: int = 0,
         eval_every_steps: int = 0,
+        eval_at_epoch_end: bool = True,
     ) -> History:
         """Train ``epochs`` epochs (resuming from ``self.epoch`` if a checkpoint was loaded).
 
         Per epoch the logs hold ``loss`` (mean training loss), ``samples_per_s``, and ``val_<metric>`` when
-        ``eval_data`` is given. Non-finite losses stop training with an error naming the step.
+        ``eval_data`` is given and ``eval_at_epoch_end``. With ``eval_every_steps`` N, ``eval_data`` is also
+        evaluated at global steps N, 2N, ... (``history.steps`` gets ``{"step", "val_<metric>"}``; callbacks get
+        ``on_evaluate``). Non-finite losses stop training with an error naming the step.
         """
-        history = History()
+        run = _FitRun(train_data=train_data, eval_data=eval_data, callbacks=callbacks, epochs=epochs,
+                      max_steps=max_steps, log=EveryNSteps(log_every), show=progress and self.env.is_main,
+                      checkpoint=CheckpointSchedule(checkpoint_root, checkpoint_every),
+                      checkpoint_keep=checkpoint_keep, storage_options=storage_options,
+                      evaluation=EvalSchedule.for_data(eval_data, eval_every_steps, eval_at_epoch_end))
         self.stop_training = False
-        show = progress and self.env.is_main
         _callback(callbacks, "on_train_begin", self)
-        start_epoch = max(initial_epoch, self.epoch)
-        for epoch in range(start_epoch, epochs):
-            self.epoch = epoch
-            if hasattr(train_data, "set_epoch") and not getattr(self, "_resumed_mid_epoch", False):
-                train_data.set_epoch(epoch)  # type: ignore[attr-defined]
-            self._resumed_mid_epoch = False
-            _callback(callbacks, "on_epoch_begin", self, epoch)
-            total = len(train_data) if hasattr(train_data, "__len__") else None  # type: ignore[arg-type]
-            bar = None
-            if show:
-                from tqdm import tqdm
-
-                bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=True,
-                           dynamic_ncols=True, mininterval=0.5)
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            n_steps, n_rows = 0, 0
-            t0 = time.perf_counter()
-            self._cursor = None
-            steps = self._pipelined_steps(train_data) if self.pipeline == "sparse_dist" else self._plain_steps(train_data)
-            for rows, loss in steps:
-                loss_sum += loss.double().cpu()  # host sync (cheap on CPU; once per step)
-                n_steps += 1
-                n_rows += rows
-                if log_every and self.global_step % log_every == 0:
-                    lv = float(loss)  # host sync
-                    if not math.isfinite(lv):
-                        raise TrainingError(f"loss is {lv} at step {self.global_step} (epoch {epoch}); check labels "
-                                            "and learning rates")
-                    step_logs = {"step": self.global_step, "loss": lv,
-                                 "samples_per_s": n_rows * self.env.world_size / max(1e-9, time.perf_counter() - t0)}
-                    history.steps.append(step_logs)
-                    _callback(callbacks, "on_batch_end", self, self.global_step, step_logs)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{lv:.4f}")
-                if bar is not None:
-                    bar.update(1)
-                if checkpoint_root and checkpoint_every and self.global_step % checkpoint_every == 0:
-                    self.save(checkpoint_root, train_data, storage_options=storage_options, keep=checkpoint_keep)
-                if eval_data is not None and eval_every_steps and self.global_step % eval_every_steps == 0:
-                    m = self.evaluate(eval_data)
-                    history.steps.append({"step": self.global_step, **{f"val_{k}": v for k, v in m.items()}})
-                if self.stop_training or (max_steps and self.global_step >= max_steps):
-                    self.stop_training = True
-                    break
-            steps.close()  # a pipelined epoch stopped early drops its read-ahead batches (the cursor excludes them)
-            elapsed = time.perf_counter() - t0
-            if bar is not None:
-                bar.close()
-            logs: dict[str, float] = {
-                "loss": float(loss_sum) / max(1, n_steps),
-                "samples_per_s": n_rows * self.env.world_size / max(1e-9, elapsed),
-                "steps": float(n_steps),
-            }
-            if not math.isfinite(logs["loss"]):
-                raise TrainingError(f"mean training loss of epoch {epoch} is not finite")
-            if eval_data is not None:
-                for k, v in self.evaluate(eval_data).items():
-                    logs[f"val_{k}"] = v
-            history.add_epoch(epoch, logs)
-            self.epoch = epoch + 1
-            _callback(callbacks, "on_epoch_end", self, epoch, logs)
-            if checkpoint_root:
-                finished = not self.stop_training or (total is not None and n_steps >= total)
-                if not finished:
-                    self.epoch = epoch  # stopped mid-epoch (max_steps): keep the loader cursor for an exact resume
-                self.save(checkpoint_root, train_data, storage_options=storage_options, keep=checkpoint_keep,
-                          epoch_done=finished)
+        for epoch in range(max(initial_epoch, self.epoch), epochs):
+            self._fit_epoch(run, epoch)
             if self.stop_training:
                 break
-        _callback(callbacks, "on_train_end", self, history)
-        return history
+        _callback(callbacks, "on_train_end", self, run.history)
+        return run.history
+
+    def _fit_epoch(self, run: "_FitRun", epoch: int) -> None:
+        """One epoch of ``fit``: begin, train steps until the data ends or training stops, end."""
+        total = self._begin_epoch(run, epoch)
+        bar = self._progress_bar(run, epoch, total)
+        stats = _EpochStats(self.env.world_size)
+        self._cursor = None
+        data = run.train_data
+        steps = self._pipelined_steps(data) if self.pipeline == "sparse_dist" else self._plain_steps(data)
+        for rows, loss in steps:
+            stats.add(rows, loss)
+            self._after_step(run, epoch, stats, loss, bar)
+            if self._should_stop(run):
+                break
+        steps.close()  # a pipelined epoch stopped early drops its read-ahead batches (the cursor excludes them)
+        logs = stats.logs()
+        if bar is not None:
+            bar.close()
+        self._end_epoch(run, epoch, logs, whole=total is not None and stats.steps >= total)
+
+    def _begin_epoch(self, run: "_FitRun", epoch: int) -> Optional[int]:
+        """Position the data on ``epoch`` (unless resumed mid-epoch), call ``on_epoch_begin``; returns its length."""
+        self.epoch = epoch
+        data = run.train_data
+        if hasattr(data, "set_epoch") and not getattr(self, "_resumed_mid_epoch", False):
+            data.set_epoch(epoch)  # type: ignore[attr-defined]
+        self._resumed_mid_epoch = False
+        _callback(run.callbacks, "on_epoch_begin", self, epoch)
+        return len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+
+    def _progress_bar(self, run: "_FitRun", epoch: int, total: Optional[int]) -> Any:
+        """A tqdm bar for the epoch on rank 0 when ``progress``; else ``None``."""
+        if not run.show:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"epoch {epoch + 1}/{run.epochs}", unit="step", leave=True,
+                    dynamic_ncols=True, mininterval=0.5)
+
+    def _after_step(self, run: "_FitRun", epoch: int, stats: "_EpochStats", loss: torch.Tensor, bar: Any) -> None:
+        """After a trained batch: step log (``log_every``), progress, checkpoint and evaluation when due."""
+        step = self.global_step
+        if run.log.due(step):
+            self._log_step(run, epoch, stats, loss, bar)
+        if bar is not None:
+            bar.update(1)
+        if run.checkpoint.due(step):
+            self._save_checkpoint(run)
+        if run.evaluation.due(step):
+            self._evaluate_at(run, step)
+
+    def _log_step(self, run: "_FitRun", epoch: int, stats: "_EpochStats", loss: torch.Tensor, bar: Any) -> None:
+        """Check the step's loss is finite, append the step logs to the history, call ``on_batch_end``."""
+        lv = float(loss)  # host sync
+        if not math.isfinite(lv):
+            raise TrainingError(f"loss is {lv} at step {self.global_step} (epoch {epoch}); check labels "
+                                "and learning rates")
+        step_logs = {"step": self.global_step, "loss": lv, "samples_per_s": stats.samples_per_s()}
+        run.history.steps.append(step_logs)
+        _callback(run.callbacks, "on_batch_end", self, self.global_step, step_logs)
+        if bar is not None:
+            bar.set_postfix(loss=f"{lv:.4f}")
+
+    def _evaluate_at(self, run: "_FitRun", step: int) -> dict[str, float]:
+        """Evaluate ``run.eval_data`` mid-epoch: ``history.steps`` gets the ``val_`` metrics, callbacks
+        ``on_evaluate(trainer, step, metrics)``."""
+        m = self.evaluate(run.eval_data)  # type: ignore[arg-type]
+        run.history.steps.append({"step": step, **{f"val_{k}": v for k, v in m.items()}})
+        _callback(run.callbacks, "on_evaluate", self, step, m)
+        return m
+
+    def _should_stop(self, run: "_FitRun") -> bool:
+        """A callback set ``stop_training`` or ``max_steps`` is reached (sets ``stop_training``)."""
+        if self.stop_training or (run.max_steps and self.global_step >= run.max_steps):
+            self.stop_training = True
+            return True
+        return False
+
+    def _end_epoch(self, run: "_FitRun", epoch: int, logs: dict[str, float], whole: bool) -> None:
+        """Check the epoch's loss, evaluate (epoch-end schedule), record, ``on_epoch_end``, checkpoint.
+
+        ``whole``: every batch of a sized epoch was trained. The epoch counts as finished when it was whole or
+        training was not stopped (checked after ``on_epoch_end``, which may stop it); an unfinished epoch
+        (``max_steps``) is checkpointed with its loader cursor and epoch number for an exact resume.
+        """
+        if not math.isfinite(logs["loss"]):
+            raise TrainingError(f"mean training loss of epoch {epoch} is not finite")
+        if run.evaluation.due(self.global_step, epoch_end=True):
+            m = self.evaluate(run.eval_data)  # type: ignore[arg-type]
+            for k, v in m.items():
+                logs[f"val_{k}"] = v
+            _callback(run.callbacks, "on_evaluate", self, self.global_step, m)
+        run.history.add_epoch(epoch, logs)
+        self.epoch = epoch + 1
+        _callback(run.callbacks, "on_epoch_end", self, epoch, logs)
+        if run.checkpoint.due(self.global_step, epoch_end=True):
+            finished = not self.stop_training or whole
+            if not finished:
+                self.epoch = epoch  # stopped mid-epoch (max_steps): keep the loader cursor for an exact resume
+            self._save_checkpoint(run, epoch_done=finished)
+
+    def _save_checkpoint(self, run: "_FitRun", epoch_done: bool = False) -> None:
+        self.save(run.checkpoint.root, run.train_data, storage_options=run.storage_options,  # type: ignore[arg-type]
+                  keep=run.checkpoint_keep, epoch_done=epoch_done)
 
     # ---- checkpoints --------------------------------------------------------------------------------------
     def app_state(self) -> dict[str, Any]:

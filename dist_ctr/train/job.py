@@ -180,9 +180,10 @@ def _train_and_evaluate(job: JobConfig, schema: FeatureSchema, env: DistEnv, tra
     ck_root = ck.dir or None
     t0 = time.perf_counter()
     history = trainer.fit(
-        train_data, epochs=tc.epochs, eval_data=None, callbacks=callbacks, max_steps=tc.max_steps,
+        train_data, epochs=tc.epochs, eval_data=eval_data, callbacks=callbacks, max_steps=tc.max_steps,
         log_every=tc.log_every, progress=tc.progress and verbose, checkpoint_root=ck_root,
         checkpoint_every=ck.every_steps, checkpoint_keep=ck.keep, storage_options=ck.storage_options,
+        eval_every_steps=tc.eval_every_steps, eval_at_epoch_end=False,  # the final evaluation is below
     )
     train_time = time.perf_counter() - t0
     result = JobResult(history=history, schema=schema, steps=trainer.global_step, tb_dir=run_log.tb_dir,
@@ -191,8 +192,12 @@ def _train_and_evaluate(job: JobConfig, schema: FeatureSchema, env: DistEnv, tra
     result.samples_per_s = float(np.mean(epochs_sps)) if epochs_sps else 0.0
     result.step_losses = [s["loss"] for s in history.steps if "loss" in s]
     if eval_data is not None:
-        result.metrics = trainer.evaluate(eval_data)
-        run_log.log_eval(trainer.global_step, result.metrics)
+        last = _eval_at(history, trainer.global_step)
+        if last is not None:  # ``eval_every_steps`` evaluated (and logged) this very model already
+            result.metrics = last
+        else:
+            result.metrics = trainer.evaluate(eval_data)
+            run_log.log_eval(trainer.global_step, result.metrics)
     if tc.eval_train:
         result.train_metrics = trainer.evaluate(train_data)
         run_log.log_eval(trainer.global_step, result.train_metrics, split="train")
@@ -206,6 +211,21 @@ def _train_and_evaluate(job: JobConfig, schema: FeatureSchema, env: DistEnv, tra
         result.checkpoint = latest.url if latest else None
     result.data_report = _gather_data_report([train_data, eval_data])
     return result, train_time
+
+
+def _eval_at(history: History, step: int) -> Optional[dict[str, float]]:
+    """The metrics of the evaluation ``fit`` ran at ``step`` (``eval_every_steps``), or ``None``.
+
+    >>> h = History(steps=[{"step": 4, "loss": 0.5}, {"step": 4, "val_auc": 0.7}])
+    >>> _eval_at(h, 4), _eval_at(h, 5)
+    ({'auc': 0.7}, None)
+    """
+    for s in reversed(history.steps):
+        if s["step"] != step:
+            return None
+        if any(k.startswith("val_") for k in s):
+            return {k[len("val_"):]: v for k, v in s.items() if k.startswith("val_")}
+    return None
 
 
 def _gather_data_report(loaders: list[Any]) -> dict[str, Any]:

@@ -9,7 +9,8 @@ A :class:`RunLogger` is an engine callback (see ``train/engine.py``). It writes,
 Scalars: ``train/loss``, ``train/samples_per_s``, ``train/epoch``, ``lr/dense`` (the dense optimizer's first param
 group), ``lr/sparse`` (the job's fused sparse optimizer config), per epoch ``epoch/loss`` and
 ``epoch/samples_per_s``, and from :meth:`RunLogger.log_eval` ``eval/<task>/<metric>`` (``auc``, ``logloss`` or
-``mse``, ``mae``) plus ``eval/rows``.
+``mse``, ``mae``) plus ``eval/rows``, for the evaluations during training too (``train.eval_every_steps``: the
+engine's ``on_evaluate``, at the step evaluated).
 
 Only rank 0 writes; on other ranks every method is a no-op. TensorBoard needs a local directory: when
 ``output_dir`` is a remote fsspec URL (``s3://...``), the files are written to a local temporary directory and
@@ -231,6 +232,10 @@ class RunLogger:
         if self.sparse_lr is not None:
             scalars["lr/sparse"] = self.sparse_lr
         self._record(step, "train", values, scalars)
+
+    def on_evaluate(self, trainer: Any, step: int, metrics: dict[str, float]) -> None:
+        """An evaluation ``fit`` ran (``train.eval_every_steps``): recorded as :meth:`log_eval` at ``step``."""
+        self.log_eval(step, metrics)
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
         values = {"epoch": int(epoch), **{k: float(v) for k, v in logs.items()}}

@@ -112,7 +112,9 @@ def _split(state: Any, saved: dict[str, Any], prefix: str = "") -> tuple[Any, di
                 out[k] = sub  # a mapping emptied by the pruning is left out (DCP would read it as a leaf)
         return out, grown
     if hasattr(state, "size") and prefix in saved and hasattr(saved[prefix], "size"):
-        if tuple(saved[prefix].size) != tuple(state.size()):
+        with ckpt._quiet_dcp():  # ShardedTensor.size() warns that ShardedTensor is deprecated (TorchRec's matter)
+            grew = tuple(saved[prefix].size) != tuple(state.size())
+        if grew:
             return None, {prefix: state}
     return state, grown
 
