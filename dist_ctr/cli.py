@@ -243,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ndist-ctr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`dist-ctr models | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _one_line(e: BaseException) -> str:

@@ -35,9 +35,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.attention import Transformer
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.sequence import AttentionSequencePoolingLayer
-from dist_ctr.models._fields import TaskOutput
+from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.base import CTRModel
-from dist_ctr.models.din import HistoryInputs, default_history_targets
+from dist_ctr.models.inputs import HistoryInputs, default_history_targets
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -102,11 +102,8 @@ class BST(CTRModel):
                                                        weight_normalization=True, embedding_dim=E,
                                                        init_std=None)
         n_in = self.inputs.n_dense + self.inputs.pooled_dim + E
-        self.dnn = DNN(n_in, cfg.dnn_hidden_units, cfg.dnn_activation, cfg.dnn_dropout, cfg.use_bn, cfg.init_std,
-                       zero_bias=True)  # Keras Dense: zero biases (see DNN)
-        self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
+        self.dnn, self.dnn_linear = dnn_tower(self, n_in, cfg, use_bn=cfg.use_bn, zero_bias=True)  # Keras Dense
         self.out = TaskOutput(self.num_tasks)
-        self.register_l2(cfg.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         x = self.inputs(dense, sparse)

@@ -31,7 +31,7 @@ from dist_ctr.layers.core import DNN, PredictionLayer
 from dist_ctr.layers.interaction import CrossNet, CrossNetMix
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.registry import register_model
-from dist_ctr.models.wdl import DeepInputs, check_feature_names
+from dist_ctr.models.inputs import DeepInputs, check_feature_names
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import LinearArch
 

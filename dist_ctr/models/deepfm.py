@@ -23,11 +23,12 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dist_ctr.layers.core import DNN, PredictionLayer
+from dist_ctr.layers.core import DNN
 from dist_ctr.layers.interaction import FM
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.registry import register_model
-from dist_ctr.models.wdl import DeepInputs, check_feature_names
+from dist_ctr.models.heads import TaskOutput, dnn_tower
+from dist_ctr.models.inputs import DeepInputs, check_feature_names
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import LinearArch
 
@@ -79,13 +80,10 @@ class DeepFM(CTRModel):
         self.fm = FM()
         self.dnn: Optional[DNN] = None
         if self.use_dnn:
-            self.dnn = DNN(inputs.output_dim, cfg.dnn_hidden_units, cfg.dnn_activation, cfg.dnn_dropout,
-                           cfg.dnn_use_bn, cfg.init_std)
-            self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
-            self.register_l2(cfg.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+            self.dnn, self.dnn_linear = dnn_tower(self, inputs.output_dim, cfg)
         if self.linear.dense_weight is not None:
             self.register_l2(cfg.l2_reg_linear, self.linear.dense_weight.parameters())
-        self.out = PredictionLayer("binary")
+        self.out = TaskOutput(self.num_tasks, shared=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         logit = self.linear(dense, sparse)  # (B, 1)
@@ -97,4 +95,4 @@ class DeepFM(CTRModel):
                     logit = logit + self.fm(emb.pooled)  # (B, F, D) -> (B, 1)
             if self.dnn is not None:
                 logit = logit + self.dnn_linear(self.dnn(x))  # (B, T)
-        return self.out(logit.expand(-1, self.num_tasks))  # (B, T)
+        return self.out(logit)  # (B, T)

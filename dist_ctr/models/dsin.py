@@ -52,9 +52,9 @@ from dist_ctr.layers.attention import BiasEncoding, Transformer
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.rnn import BiLSTM
 from dist_ctr.layers.sequence import AttentionSequencePoolingLayer
-from dist_ctr.models._fields import TaskOutput
+from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.base import CTRModel
-from dist_ctr.models.din import default_history_targets
+from dist_ctr.models.inputs import default_history_targets
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
 from dist_ctr.sparse import SparseArch
@@ -192,11 +192,8 @@ class DSIN(CTRModel):
         self.lstm_attention = AttentionSequencePoolingLayer(cfg.att_hidden_units, cfg.att_activation, True,
                                                             embedding_dim=E, init_std=None)
         n_in = schema.n_dense + self.pooled_dim + 2 * E
-        self.dnn = DNN(n_in, cfg.dnn_hidden_units, cfg.dnn_activation, cfg.dnn_dropout, False, cfg.init_std,
-                       zero_bias=True)  # Keras Dense: zero biases (see DNN)
-        self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
+        self.dnn, self.dnn_linear = dnn_tower(self, n_in, cfg, use_bn=False, zero_bias=True)  # Keras Dense
         self.out = TaskOutput(self.num_tasks)
-        self.register_l2(cfg.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         B, S, L, E = dense.shape[0], self.num_sessions, self.maxlen, self.embedding_width

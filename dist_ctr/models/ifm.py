@@ -12,7 +12,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.field_attention import InteractingLayer
 from dist_ctr.layers.interaction import FM
-from dist_ctr.models._fields import FeatureWeights, FieldModel, split_features
+from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.inputs import FeatureWeights, split_features
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import LinearArch

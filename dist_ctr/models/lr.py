@@ -8,8 +8,8 @@ from typing import Optional
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dist_ctr.layers.core import PredictionLayer
 from dist_ctr.models.base import CTRModel
+from dist_ctr.models.heads import TaskOutput
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import LinearArch
@@ -37,7 +37,7 @@ class LogisticRegression(CTRModel):
         if self.num_tasks != 1:
             raise ValueError("LogisticRegression is single-task; use a multi-task model for several labels")
         self.linear = LinearArch(schema, config.linear_feature_names, init_std=self.embedding_init_std)
-        self.out = PredictionLayer("binary")
+        self.out = TaskOutput(self.num_tasks, shared=True)
         if self.linear.dense_weight is not None:
             self.register_l2(config.l2_reg_linear, self.linear.dense_weight.parameters())
 

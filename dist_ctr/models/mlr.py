@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dist_ctr.models._fields import DenseColumns, FeatureWeights, split_features
+from dist_ctr.models.inputs import DenseColumns, FeatureWeights, split_features
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema

@@ -38,10 +38,10 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.multitask import Gates, ParallelDNN, ParallelLinear, mix_experts
-from dist_ctr.models._fields import TaskOutput
+from dist_ctr.models.heads import TaskOutput
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.registry import register_model
-from dist_ctr.models.wdl import DeepInputs
+from dist_ctr.models.inputs import DeepInputs
 from dist_ctr.schema import FeatureSchema
 
 __all__ = ["ESMM", "ESMMConfig", "MMOE", "MMOEConfig", "PLE", "PLEConfig", "SharedBottom", "SharedBottomConfig",

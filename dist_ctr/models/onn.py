@@ -12,7 +12,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.pairwise import pair_indices
-from dist_ctr.models._fields import FieldModel, common_dim
+from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.inputs import common_dim
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
 from dist_ctr.sparse import SparseArch

@@ -24,11 +24,12 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dist_ctr.layers.core import DNN, PredictionLayer
+from dist_ctr.layers.core import DNN
 from dist_ctr.layers.interaction import CIN
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.registry import register_model
-from dist_ctr.models.wdl import DeepInputs, check_feature_names
+from dist_ctr.models.heads import TaskOutput, dnn_tower
+from dist_ctr.models.inputs import DeepInputs, check_feature_names
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import LinearArch
 
@@ -81,10 +82,7 @@ class xDeepFM(CTRModel):  # noqa: N801 (DeepCTR's name)
         self.dnn: Optional[DNN] = None
         self.cin: Optional[CIN] = None
         if self.use_dnn:
-            self.dnn = DNN(inputs.output_dim, cfg.dnn_hidden_units, cfg.dnn_activation, cfg.dnn_dropout,
-                           cfg.dnn_use_bn, cfg.init_std)
-            self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
-            self.register_l2(cfg.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+            self.dnn, self.dnn_linear = dnn_tower(self, inputs.output_dim, cfg)
         if self.use_cin:
             inputs.require_equal_dims("xDeepFM (CIN)")
             self.cin = CIN(inputs.num_fields, cfg.cin_layer_size, cfg.cin_activation, cfg.cin_split_half)
@@ -92,7 +90,7 @@ class xDeepFM(CTRModel):  # noqa: N801 (DeepCTR's name)
             self.register_l2(cfg.l2_reg_cin, [c.weight for c in self.cin.conv1ds])
         if self.linear.dense_weight is not None:
             self.register_l2(cfg.l2_reg_linear, self.linear.dense_weight.parameters())
-        self.out = PredictionLayer("binary")
+        self.out = TaskOutput(self.num_tasks, shared=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         logit = self.linear(dense, sparse)  # (B, 1)
@@ -104,4 +102,4 @@ class xDeepFM(CTRModel):  # noqa: N801 (DeepCTR's name)
                     logit = logit + self.cin_linear(self.cin(emb.pooled))  # (B, F, D) -> (B, T)
             if self.dnn is not None:
                 logit = logit + self.dnn_linear(self.dnn(x))  # (B, T)
-        return self.out(logit.expand(-1, self.num_tasks))  # (B, T)
+        return self.out(logit)  # (B, T)
