@@ -2,6 +2,7 @@
 
     dist-ctr data synth OUT --preset criteo-kaggle --rows 1000000 --shards 8 [--dates 2026-11-20..2026-11-22]
     dist-ctr data convert-criteo day_0.gz day_1.gz --out s3://bucket/criteo/parquet --hash
+    dist-ctr data convert-criteo day_*.gz --out s3://bucket/criteo/parquet --hash --ray --num-workers 24
 
 ``cli.py`` wires these in with :func:`add_data_commands`; each command prints one summary line.
 
@@ -107,12 +108,29 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     vocab = None
     if args.vocab_sizes:
         vocab = list(named[args.vocab_sizes]) if args.vocab_sizes in named else _int_list(args.vocab_sizes)
-    rep = convert_criteo(args.inputs, args.out, rows_per_shard=args.rows_per_shard, row_group_rows=args.row_group_rows,
-                         hash_categoricals=args.hash, vocab_sizes=vocab,
-                         storage_options=parse_storage_options(args.storage_option), bad_lines=args.bad_lines,
-                         row_id_start=args.row_id_start, compression=args.compression, overwrite=args.overwrite,
-                         verbose=args.verbose)
+    common: dict[str, Any] = dict(
+        rows_per_shard=args.rows_per_shard, row_group_rows=args.row_group_rows, hash_categoricals=args.hash,
+        vocab_sizes=vocab, storage_options=parse_storage_options(args.storage_option), bad_lines=args.bad_lines,
+        row_id_start=args.row_id_start, compression=args.compression, overwrite=args.overwrite, verbose=args.verbose)
+    if not args.ray:
+        if args.num_workers is not None or args.split_mb is not None:
+            raise ConfigError("--num-workers and --split-mb go with --ray")
+        rep = convert_criteo(args.inputs, args.out, **common)
+        print(f"[data convert-criteo] {rep.summary()}")
+        return 0
+    from dist_ctr.data.criteo_ray import convert_criteo_ray
+
+    workers = 2 if args.num_workers is None else args.num_workers
+    split_mb = 1024.0 if args.split_mb is None else args.split_mb
+    if split_mb < 0:
+        raise ConfigError(f"--split-mb must be >= 0 (0: one task per file), got {split_mb}")
+    rep = convert_criteo_ray(args.inputs, args.out, num_workers=workers,
+                             split_bytes=int(split_mb * (1 << 20)) or None, **common)
     print(f"[data convert-criteo] {rep.summary()}")
+    for r in rep.per_input:
+        rng = "" if r["byte_range"] is None else f" bytes {r['byte_range'][0]}-{r['byte_range'][1]}"
+        print(f"[data convert-criteo]   {r['input']}{rng}: {r['rows']:,} rows, {r['bad_lines']:,} bad line(s), "
+              f"{len(r['files'])} file(s): {', '.join(r['files'])}")
     return 0
 
 
@@ -173,5 +191,12 @@ def add_data_commands(subparsers: Any) -> None:
     c.add_argument("--compression", default="snappy", help="Parquet codec")
     c.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec storage option (repeatable)")
     c.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    c.add_argument("--ray", action="store_true",
+                   help="convert on Ray Data, one task per input (or per --split-mb range of a plain file); same "
+                        "rows as without, shards named part-<input>-<range>-<shard>.parquet; connects to "
+                        "RAY_ADDRESS when set, else starts a local Ray")
+    c.add_argument("--num-workers", type=int, default=None, help="with --ray: tasks at once (default 2)")
+    c.add_argument("--split-mb", type=float, default=None,
+                   help="with --ray: split plain-text inputs into ranges of this many MiB (default 1024; 0: never)")
     c.add_argument("-v", "--verbose", action="store_true", help="one line per input")
     c.set_defaults(fn=_cmd_convert)
