@@ -80,20 +80,34 @@ def _stat_inputs(inputs: Sequence[str], so: dict[str, Any]) -> list[tuple[str, i
     return out
 
 
-def _count_unit(row: dict[str, Any]) -> dict[str, Any]:
-    """Ray Data ``map``: rows of one unit (same parser and bad-line rule as the conversion)."""
-    a = pickle.loads(row["item"])
+def _as_row(fn: Any) -> Any:
+    """Wraps a unit function for Ray Data ``map``: a project error comes back in the row (``error``, pickled), so
+    the driver re-raises it as it was (Ray would wrap it, and drop the cause when it crosses processes)."""
+
+    def run(row: dict[str, Any]) -> dict[str, Any]:
+        a = pickle.loads(row["item"])
+        try:
+            out = fn(a)
+        except DistCtrError as e:
+            return {"key": a["key"], "result": b"", "error": pickle.dumps(e)}
+        return {"key": a["key"], "result": pickle.dumps(out), "error": b""}
+
+    run.__name__ = fn.__name__
+    return run
+
+
+def _count_unit(a: dict[str, Any]) -> int:
+    """Rows of one unit (same parser and bad-line rule as the conversion)."""
     bad = _BadLines(a["bad_lines"])
     rows = sum(b.num_rows for b in iter_criteo_batches(a["url"], a["so"], a["bad_lines"], a["block_size"], bad,
                                                        byte_range=_rng(a["byte_range"]), label_only=True))
-    return {"key": a["key"], "rows": rows}
+    return rows
 
 
-def _convert_unit(row: dict[str, Any]) -> dict[str, Any]:
-    """Ray Data ``map``: convert one unit into its own shards; returns its report as JSON."""
+def _convert_unit(a: dict[str, Any]) -> dict[str, Any]:
+    """Convert one unit into its own shards; returns its report."""
     import fsspec
 
-    a = pickle.loads(row["item"])
     t0 = time.perf_counter()
     try:
         fs, root = fsspec.core.url_to_fs(a["out_url"], **a["so"])
@@ -107,29 +121,13 @@ def _convert_unit(row: dict[str, Any]) -> dict[str, Any]:
                                            vocab=a["vocab"], row_id_start=a["row_id_start"], counter=bad,
                                            byte_range=_rng(a["byte_range"]))
     writer.close()
-    return {"key": a["key"], "report": pickle.dumps({
-        "input": a["url"], "byte_range": a["byte_range"], "rows": rows, "positives": positives,
-        "bad_lines": bad.count, "bad_line_examples": bad.examples, "files": writer.files, "bytes": writer.bytes,
-        "seconds": time.perf_counter() - t0})}
+    return {"input": a["url"], "byte_range": a["byte_range"], "rows": rows, "positives": positives,
+            "bad_lines": bad.count, "bad_line_examples": bad.examples, "files": writer.files, "bytes": writer.bytes,
+            "seconds": time.perf_counter() - t0}
 
 
 def _rng(r: Optional[list[int]]) -> Optional[tuple[int, int]]:
     return None if r is None else (int(r[0]), int(r[1]))
-
-
-def _user_error(e: BaseException) -> Optional[DistCtrError]:
-    """The project error behind a Ray (task / Ray Data) exception, if there is one."""
-    seen: set[int] = set()
-    stack: list[Any] = [e]
-    while stack:
-        x = stack.pop()
-        if x is None or id(x) in seen:
-            continue
-        seen.add(id(x))
-        if isinstance(x, DistCtrError):
-            return x
-        stack += [getattr(x, "cause", None), x.__cause__, x.__context__]
-    return None
 
 
 def _ensure_ray(num_workers: int, ray_init: Optional[dict[str, Any]]) -> None:
@@ -146,29 +144,29 @@ def _ensure_ray(num_workers: int, ray_init: Optional[dict[str, Any]]) -> None:
 
 
 def _run(ray: Any, fn: Any, items: list[dict[str, Any]], num_workers: int, what: str,
-         verbose: bool) -> dict[str, dict[str, Any]]:
-    """``fn`` over ``items`` on Ray Data (one block, hence one task, per item); results by ``key``."""
+         verbose: bool) -> dict[str, Any]:
+    """``fn`` over ``items`` on Ray Data (one block, hence one task, per item); results by ``key``.
+
+    Raises:
+        DistCtrError: the first one a task met (the others' work is abandoned).
+    """
     import logging
 
     ds = ray.data.from_items([{"item": pickle.dumps(x)} for x in items], override_num_blocks=len(items))
     pool = ray.data.TaskPoolStrategy(size=max(1, min(num_workers, len(items))))
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
     log = logging.getLogger("ray.data")
     level = log.level
     log.setLevel(logging.WARNING)  # Ray Data's "Starting execution ..." lines; ours say what happened
     try:
-        for row in ds.map(fn, num_cpus=1, compute=pool).iter_rows():
-            out[row["key"]] = row
-            if verbose and "report" in row:
-                r = pickle.loads(row["report"])
+        for row in ds.map(_as_row(fn), num_cpus=1, compute=pool).iter_rows():
+            if row["error"]:
+                raise pickle.loads(row["error"])
+            out[row["key"]] = r = pickle.loads(row["result"])
+            if verbose and isinstance(r, dict):
                 rng = "" if r["byte_range"] is None else f" bytes {r['byte_range'][0]}-{r['byte_range'][1]}"
                 print(f"[convert-criteo --ray] {r['input']}{rng}: {r['rows']:,} rows, {len(r['files'])} file(s), "
                       f"{r['bad_lines']} bad line(s) ({len(out)}/{len(items)} done)", flush=True)
-    except Exception as e:
-        err = _user_error(e)
-        if err is None:
-            raise
-        raise err from None
     finally:
         log.setLevel(level)
     if verbose:
@@ -240,14 +238,14 @@ def convert_criteo_ray(inputs: Sequence[str] | str, out_url: str, *, num_workers
         counts = _run(ray, _count_unit, items, num_workers, "count pass", verbose)
         for it in items:
             offsets.append(n)
-            n += int(counts[it["key"]]["rows"])
+            n += int(counts[it["key"]])
     else:
         offsets = [row_id_start]
     conv = [dict(it, out_url=out_url, rows_per_shard=rows_per_shard, row_group_rows=row_group_rows,
                  compression=compression, hash=hash_categoricals, vocab=vocab, row_id_start=off,
                  prefix=_shard_prefix(i, k)) for it, off, (i, k, _, _) in zip(items, offsets, units)]
     done = _run(ray, _convert_unit, conv, num_workers, "conversion", verbose)
-    reps = [pickle.loads(done[it["key"]]["report"]) for it in conv]
+    reps = [done[it["key"]] for it in conv]
     ends = offsets[1:] + [n]
     for it, r, end in zip(conv, reps, ends):
         if len(units) > 1 and it["row_id_start"] + r["rows"] != end:

@@ -12,6 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.field_attention import LogTransformLayer
 from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.heads import dnn_tower
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -60,10 +61,8 @@ class AFN(FieldModel):
         self.build_fields("AFN", config.dnn_feature_names, config.linear_feature_names, config.l2_reg_linear)
         D = self.embedding_dim
         self.ltl = LogTransformLayer(self.num_fields, D, config.ltl_hidden_size)
-        self.afn_dnn = DNN(D * config.ltl_hidden_size, config.afn_dnn_hidden_units, config.dnn_activation,
-                           config.dnn_dropout, config.dnn_use_bn, config.init_std)
-        self.afn_dnn_linear = nn.Linear(self.afn_dnn.output_dim, self.num_tasks)
-        self.register_l2(config.l2_reg_dnn, self.afn_dnn.weights() + [self.afn_dnn_linear.weight])
+        self.afn_dnn, self.afn_dnn_linear = dnn_tower(self, D * config.ltl_hidden_size, config,
+                                                      hidden_units=config.afn_dnn_hidden_units, bias=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)

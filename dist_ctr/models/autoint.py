@@ -12,6 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.field_attention import InteractingLayer
 from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.heads import logit_layer, make_dnn
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -65,11 +66,11 @@ class AutoInt(FieldModel):
         self.dnn: Optional[DNN] = None
         width = Fn * D if config.att_layer_num > 0 else 0
         if config.dnn_hidden_units:
-            self.dnn = DNN(Fn * D + self.dense_cols.width, config.dnn_hidden_units, config.dnn_activation,
-                           config.dnn_dropout, config.dnn_use_bn, config.init_std)
-            self.register_l2(config.l2_reg_dnn, self.dnn.weights())
+            self.dnn = make_dnn(Fn * D + self.dense_cols.width, config)
             width += self.dnn.output_dim
-        self.dnn_linear = nn.Linear(width, self.num_tasks, bias=False)
+        # As DeepCTR-Torch: l2_reg_dnn on the DNN's kernels, not on the final linear.
+        self.dnn_linear = logit_layer(self, width, config.l2_reg_dnn, self.dnn.weights() if self.dnn else [],
+                                      regularize=False)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)

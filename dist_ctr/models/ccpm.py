@@ -12,6 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.convolution import ConvLayer
 from dist_ctr.layers.core import DNN
 from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.heads import dnn_tower
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -60,10 +61,7 @@ class CCPM(FieldModel):
         self.build_fields("CCPM", config.dnn_feature_names, config.linear_feature_names, config.l2_reg_linear)
         self.conv_layer = ConvLayer(self.num_fields, config.conv_kernel_width, config.conv_filters)
         width = self.conv_layer.filed_shape * self.embedding_dim * config.conv_filters[-1]
-        self.dnn = DNN(width, config.dnn_hidden_units, config.dnn_activation, config.dnn_dropout, config.dnn_use_bn,
-                       config.init_std)
-        self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
-        self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+        self.dnn, self.dnn_linear = dnn_tower(self, width, config)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)

@@ -21,16 +21,17 @@ Notation: ``B`` batch, ``N`` input width (dense values + flattened embeddings), 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dist_ctr.layers.core import DNN, PredictionLayer
+from dist_ctr.layers.core import DNN
 from dist_ctr.layers.interaction import CrossNet, CrossNetMix
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.registry import register_model
+from dist_ctr.models.heads import TaskOutput, logit_layer, make_dnn
 from dist_ctr.models.inputs import DeepInputs, check_feature_names
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import LinearArch
@@ -77,10 +78,47 @@ class DCNMixConfig:
     dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
-class _CrossDeep(CTRModel):
-    """Shared body: ``logit = linear(x) + w^T [DNN(x_0), Cross(x_0)] + b`` (either tower may be absent)."""
+@dataclass(frozen=True)
+class CrossSpec:
+    """The cross network a :class:`CrossDeep` model runs, as a small strategy object.
 
-    def __init__(self, schema: FeatureSchema, cfg: Union[DCNConfig, DCNMixConfig], name: str) -> None:
+    Attributes:
+        build (Callable[[int], nn.Module]): the cross network over inputs of the given width ``N``,
+            ``Tensor (B, N) -> Tensor (B, N)``; called after the DNN is built (the init order of a seed).
+        kernels (Callable[[nn.Module], list[Tensor]]): the built network's kernels that ``l2_reg_cross`` penalises.
+    """
+
+    build: Callable[[int], nn.Module]
+    kernels: Callable[[nn.Module], list[torch.Tensor]]
+
+
+def vector_cross(cfg: DCNConfig) -> CrossSpec:
+    """DCN's :class:`CrossNet` ("vector") or DCN-V2's full-rank one ("matrix")."""
+    return CrossSpec(lambda n: CrossNet(n, cfg.cross_num, cfg.cross_parameterization),
+                     lambda c: [c.kernels])  # type: ignore[list-item]
+
+
+def mixture_cross(cfg: DCNMixConfig) -> CrossSpec:
+    """DCN-Mix's :class:`CrossNetMix`: ``num_experts`` low-rank (``low_rank``) experts per layer."""
+    return CrossSpec(lambda n: CrossNetMix(n, cfg.low_rank, cfg.num_experts, cfg.cross_num),
+                     lambda c: [c.U_list, c.V_list, c.C_list])  # type: ignore[list-item]
+
+
+class CrossDeep(CTRModel):
+    """``logit = linear(x) + w^T [DNN(x_0), Cross(x_0)] + b`` (either tower may be absent); the cross network is
+    given by ``cross`` (:class:`CrossSpec`).
+
+    Args:
+        schema (FeatureSchema): features and labels.
+        cfg (DCNConfig | DCNMixConfig): the shared arguments (``cross_num``, DNN, linear, regularisation).
+        name (str): model name for error messages.
+        cross (CrossSpec): the cross network.
+
+    Call: ``forward(dense: Tensor (B, n_dense), sparse: KJT) -> Tensor (B, T)`` logits.
+    """
+
+    def __init__(self, schema: FeatureSchema, cfg: Union[DCNConfig, DCNMixConfig], name: str,
+                 cross: CrossSpec) -> None:
         super().__init__(schema)
         self.config = cfg
         if cfg.cross_num < 0:
@@ -88,38 +126,21 @@ class _CrossDeep(CTRModel):
         self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"),
                                  init_std=self.embedding_init_std)
         inputs = DeepInputs(schema, cfg.dnn_feature_names)
-        use_dnn = len(cfg.dnn_hidden_units) > 0
-        use_cross = cfg.cross_num > 0
-        if not (use_dnn or use_cross):
+        if not (len(cfg.dnn_hidden_units) > 0 or cfg.cross_num > 0):
             raise ValueError(f"{name}: either dnn_hidden_units or cross_num must be > 0")
         if inputs.output_dim == 0:
             raise ValueError(f"{name}: dnn_feature_names select no feature")
         self.inputs = inputs
-        self.dnn: Optional[DNN] = None
-        self.crossnet: Optional[nn.Module] = None
-        width = 0
-        if use_dnn:
-            self.dnn = DNN(inputs.output_dim, cfg.dnn_hidden_units, cfg.dnn_activation, cfg.dnn_dropout,
-                           cfg.dnn_use_bn, cfg.init_std)
-            width += self.dnn.output_dim
-        if use_cross:
-            self.crossnet = self.make_cross(inputs.output_dim)
-            width += inputs.output_dim
-        self.dnn_linear = nn.Linear(width, self.num_tasks, bias=False)
-        self.register_l2(cfg.l2_reg_dnn, (self.dnn.weights() if self.dnn is not None else []) + [self.dnn_linear.weight])
+        N = inputs.output_dim
+        self.dnn: Optional[DNN] = make_dnn(N, cfg) if len(cfg.dnn_hidden_units) > 0 else None
+        self.crossnet: Optional[nn.Module] = cross.build(N) if cfg.cross_num > 0 else None
+        width = (self.dnn.output_dim if self.dnn is not None else 0) + (N if self.crossnet is not None else 0)
+        self.dnn_linear = logit_layer(self, width, cfg.l2_reg_dnn, self.dnn.weights() if self.dnn is not None else [])
         if self.crossnet is not None:
-            self.register_l2(cfg.l2_reg_cross, self.cross_weights())
+            self.register_l2(cfg.l2_reg_cross, cross.kernels(self.crossnet))
         if self.linear.dense_weight is not None:
             self.register_l2(cfg.l2_reg_linear, self.linear.dense_weight.parameters())
-        self.out = PredictionLayer("binary")
-
-    def make_cross(self, in_features: int) -> nn.Module:
-        """Abstract hook: the cross network (DCN: CrossNet, DCNMix: CrossNetMix)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement make_cross")
-
-    def cross_weights(self) -> list[torch.Tensor]:
-        """Abstract hook: the cross kernels that ``l2_reg_cross`` penalises."""
-        raise NotImplementedError(f"{type(self).__name__} must implement cross_weights")
+        self.out = TaskOutput(self.num_tasks, shared=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         logit = self.linear(dense, sparse)  # (B, 1)
@@ -137,7 +158,7 @@ class _CrossDeep(CTRModel):
 
 
 @register_model("DCN", DCNConfig)
-class DCN(_CrossDeep):
+class DCN(CrossDeep):
     """Deep & Cross Network; ``cross_parameterization`` "vector" is DCN, "matrix" is DCN-V2's full-rank cross.
 
     Args:
@@ -148,17 +169,11 @@ class DCN(_CrossDeep):
     """
 
     def __init__(self, schema: FeatureSchema, config: DCNConfig = DCNConfig()) -> None:
-        super().__init__(schema, config, "DCN")
-
-    def make_cross(self, in_features: int) -> nn.Module:
-        return CrossNet(in_features, self.config.cross_num, self.config.cross_parameterization)  # type: ignore[union-attr]
-
-    def cross_weights(self) -> list[torch.Tensor]:
-        return [self.crossnet.kernels]  # type: ignore[union-attr]
+        super().__init__(schema, config, "DCN", vector_cross(config))
 
 
 @register_model("DCNMix", DCNMixConfig)
-class DCNMix(_CrossDeep):
+class DCNMix(CrossDeep):
     """DCN-Mix: the cross network is a mixture of ``num_experts`` low-rank (``low_rank``) cross experts.
 
     Args:
@@ -169,12 +184,4 @@ class DCNMix(_CrossDeep):
     """
 
     def __init__(self, schema: FeatureSchema, config: DCNMixConfig = DCNMixConfig()) -> None:
-        super().__init__(schema, config, "DCNMix")
-
-    def make_cross(self, in_features: int) -> nn.Module:
-        cfg: DCNMixConfig = self.config  # type: ignore[assignment]
-        return CrossNetMix(in_features, cfg.low_rank, cfg.num_experts, cfg.cross_num)
-
-    def cross_weights(self) -> list[torch.Tensor]:
-        c: CrossNetMix = self.crossnet  # type: ignore[assignment]
-        return [c.U_list, c.V_list, c.C_list]
+        super().__init__(schema, config, "DCNMix", mixture_cross(config))

@@ -54,7 +54,7 @@ from dist_ctr.layers.rnn import BiLSTM
 from dist_ctr.layers.sequence import AttentionSequencePoolingLayer
 from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.base import CTRModel
-from dist_ctr.models.inputs import default_history_targets
+from dist_ctr.models.inputs import default_history_targets, target_columns
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
 from dist_ctr.sparse import SparseArch
@@ -168,15 +168,9 @@ class DSIN(CTRModel):
         self.num_sessions = S
         pooled = [n for n in schema.sparse_names if n not in set(flat)]
         self.sparse = SparseArch(schema, pooled, sequence_features=flat)
-        dims = dict(zip(self.sparse.pooled_names, self.sparse.pooled_dims))
-        offsets, start = {}, 0
-        for n in self.sparse.pooled_names:
-            offsets[n] = start
-            start += dims[n]
-        cols = [i for t in targets for i in range(offsets[t], offsets[t] + dims[t])]
+        cols, self.pooled_dim = target_columns(self.sparse, targets)
         self.register_buffer("_target_cols", torch.tensor(cols, dtype=torch.long), persistent=False)
         E = self.embedding_width = len(cols)
-        self.pooled_dim = start
         if cfg.att_embedding_size * cfg.att_head_num != E:
             raise ValueError(f"DSIN: att_embedding_size * att_head_num = {cfg.att_embedding_size} * "
                              f"{cfg.att_head_num} must equal the behaviour width E={E} (the embedding dims of "

@@ -13,6 +13,7 @@ from dist_ctr.layers.convolution import FGCNNLayer
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.pairwise import InnerProductLayer
 from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.heads import dnn_tower
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import SparseArch
@@ -73,11 +74,8 @@ class FGCNN(FieldModel):
                                     config.pooling_width)
             total += self.fgcnn.new_feature_num
         self.inner = InnerProductLayer()
-        self.dnn = DNN(total * D + total * (total - 1) // 2, config.dnn_hidden_units, config.dnn_activation,
-                       config.dnn_dropout, False, config.init_std,
-                       zero_bias=True)  # Keras Dense: zero biases (see DNN)
-        self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
-        self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+        self.dnn, self.dnn_linear = dnn_tower(self, total * D + total * (total - 1) // 2, config, use_bn=False,
+                                              zero_bias=True)  # Keras Dense: zero biases (see DNN)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)

@@ -13,6 +13,7 @@ from dist_ctr.layers.core import DNN
 from dist_ctr.layers.field_attention import SENETLayer
 from dist_ctr.layers.pairwise import BilinearInteraction
 from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.heads import dnn_tower
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -60,10 +61,7 @@ class FiBiNET(FieldModel):
         Fn, D = self.num_fields, self.embedding_dim
         self.se = SENETLayer(Fn, config.reduction_ratio)
         self.bilinear = BilinearInteraction(Fn, D, config.bilinear_type)
-        self.dnn = DNN(Fn * (Fn - 1) * D + self.dense_cols.width, config.dnn_hidden_units, config.dnn_activation,
-                       config.dnn_dropout, False, config.init_std)
-        self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
-        self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+        self.dnn, self.dnn_linear = dnn_tower(self, Fn * (Fn - 1) * D + self.dense_cols.width, config, use_bn=False)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)

@@ -12,6 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.pairwise import FwFMLayer
 from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.heads import dnn_tower
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import DEFAULT_GROUP_NAME, FeatureSchema
 
@@ -66,11 +67,8 @@ class FwFM(FieldModel):
         self.register_l2(config.l2_reg_field_strength, [m.field_strengths for m in self.fwfm])
         self.dnn: Optional[DNN] = None
         if config.dnn_hidden_units:
-            self.dnn = DNN(self.num_fields * self.embedding_dim + self.dense_cols.width, config.dnn_hidden_units,
-                           config.dnn_activation, config.dnn_dropout, config.dnn_use_bn, config.init_std,
-                           zero_bias=True)  # Keras Dense: zero biases (see DNN)
-            self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
-            self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+            self.dnn, self.dnn_linear = dnn_tower(self, self.num_fields * self.embedding_dim + self.dense_cols.width,
+                                                  config, zero_bias=True)  # Keras Dense: zero biases (see DNN)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)

@@ -82,7 +82,9 @@ def logit_layer(model: CTRModel, width: int, l2: float, tower: Iterable[torch.Te
     """The final ``Linear(width, T)`` (bias-free unless ``bias``); registers ``l2`` on the ``tower`` kernels and,
     when ``regularize``, on its own weight. ``out_features`` defaults to the model's ``T``."""
     linear = nn.Linear(width, model.num_tasks if out_features is None else out_features, bias=bias)
-    model.register_l2(l2, list(tower) + ([linear.weight] if regularize else []))
+    params = list(tower) + ([linear.weight] if regularize else [])
+    if params:
+        model.register_l2(l2, params)
     return linear
 
 

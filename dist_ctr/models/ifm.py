@@ -14,6 +14,7 @@ from dist_ctr.layers.field_attention import InteractingLayer
 from dist_ctr.layers.interaction import FM
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.inputs import FeatureWeights, split_features
+from dist_ctr.models.heads import dnn_tower, logit_layer, make_dnn
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import LinearArch
@@ -99,13 +100,8 @@ class IFM(_InputAwareFM):
         super().__init__(schema)
         self.config = config
         self._build("IFM", config)
-        self.factor_estimating_net = DNN(self.num_fields * self.embedding_dim, config.dnn_hidden_units,
-                                         config.dnn_activation, config.dnn_dropout, config.dnn_use_bn,
-                                         config.init_std)
-        self.transform_weight_matrix_P = nn.Linear(self.factor_estimating_net.output_dim, self.num_fields,
-                                                   bias=False)
-        self.register_l2(config.l2_reg_dnn,
-                         self.factor_estimating_net.weights() + [self.transform_weight_matrix_P.weight])
+        self.factor_estimating_net, self.transform_weight_matrix_P = dnn_tower(
+            self, self.num_fields * self.embedding_dim, config, out_features=self.num_fields)
 
     def factor(self, emb: torch.Tensor) -> torch.Tensor:
         h = self.factor_estimating_net(emb.flatten(start_dim=1))  # (B, H)
@@ -134,12 +130,11 @@ class DIFM(_InputAwareFM):
             raise ValueError(f"DIFM: embedding_dim {D} of feature {self.sparse_names[0]!r} is not a multiple of "
                              f"att_head_num {config.att_head_num}; pass a smaller att_head_num")
         self.vector_wise_net = InteractingLayer(D, config.att_head_num, config.att_res, scaling=True)
-        self.bit_wise_net = DNN(Fn * D, config.dnn_hidden_units, config.dnn_activation, config.dnn_dropout,
-                                config.dnn_use_bn, config.init_std)
+        self.bit_wise_net = make_dnn(Fn * D, config)
         self.transform_matrix_P_vec = nn.Linear(Fn * D, Fn, bias=False)
-        self.transform_matrix_P_bit = nn.Linear(self.bit_wise_net.output_dim, Fn, bias=False)
-        self.register_l2(config.l2_reg_dnn, self.bit_wise_net.weights()
-                         + [self.transform_matrix_P_vec.weight, self.transform_matrix_P_bit.weight])
+        self.transform_matrix_P_bit = logit_layer(self, self.bit_wise_net.output_dim, config.l2_reg_dnn,
+                                                  self.bit_wise_net.weights() + [self.transform_matrix_P_vec.weight],
+                                                  out_features=Fn)
 
     @classmethod
     def example_config(cls, schema: FeatureSchema) -> DIFMConfig:

@@ -12,6 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.pairwise import BiInteractionPooling
 from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.heads import dnn_tower
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -54,10 +55,7 @@ class NFM(FieldModel):
             raise ValueError("NFM needs non-empty dnn_hidden_units")
         self.bi_pooling = BiInteractionPooling()
         self.bi_dropout = nn.Dropout(config.bi_dropout)
-        self.dnn = DNN(self.embedding_dim + self.dense_cols.width, config.dnn_hidden_units, config.dnn_activation,
-                       config.dnn_dropout, False, config.init_std)
-        self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
-        self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+        self.dnn, self.dnn_linear = dnn_tower(self, self.embedding_dim + self.dense_cols.width, config, use_bn=False)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)

@@ -14,6 +14,7 @@ from dist_ctr.layers.core import DNN
 from dist_ctr.layers.pairwise import pair_indices
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.inputs import common_dim
+from dist_ctr.models.heads import dnn_tower
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
 from dist_ctr.sparse import SparseArch
@@ -80,10 +81,7 @@ class ONN(FieldModel):
         left = [slot[(i, j)] for i, j in zip(rows.tolist(), cols.tolist())]  # e_i^(j), i < j
         right = [slot[(j, i)] for i, j in zip(rows.tolist(), cols.tolist())]  # e_j^(i)
         self.register_buffer("_slots", torch.tensor(left + right, dtype=torch.long), persistent=False)
-        self.dnn = DNN(Fn * (Fn - 1) // 2 * D + self.dense_cols.width, config.dnn_hidden_units,
-                       config.dnn_activation, config.dnn_dropout, config.dnn_use_bn, config.init_std)
-        self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
-        self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+        self.dnn, self.dnn_linear = dnn_tower(self, Fn * (Fn - 1) // 2 * D + self.dense_cols.width, config)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         flat = self.field_aware(sparse).pooled_flat  # (B, S * D): every feature's wide row

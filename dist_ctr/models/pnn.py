@@ -12,6 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.pairwise import InnerProductLayer, OutterProductLayer
 from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.heads import dnn_tower
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -62,10 +63,7 @@ class PNN(FieldModel):
         self.inner = InnerProductLayer() if config.use_inner else None
         self.outer = OutterProductLayer(Fn, D, config.kernel_type) if config.use_outter else None
         width = Fn * D + P * (int(config.use_inner) + int(config.use_outter)) + self.dense_cols.width
-        self.dnn = DNN(width, config.dnn_hidden_units, config.dnn_activation, config.dnn_dropout, False,
-                       config.init_std)
-        self.dnn_linear = nn.Linear(self.dnn.output_dim, self.num_tasks, bias=False)
-        self.register_l2(config.l2_reg_dnn, self.dnn.weights() + [self.dnn_linear.weight])
+        self.dnn, self.dnn_linear = dnn_tower(self, width, config, use_bn=False)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)

@@ -251,3 +251,32 @@ def test_ray_storage_and_checkpoints_on_object_store(ray_runtime, job_file, requ
         for f in files:
             assert S3_SECRET.encode() not in fs.cat_file(f), f
         assert S3_SECRET not in (out / "ray_ft" / "ray_summary.json").read_text()
+
+
+def test_retrain_runs_as_ray_workers_cold_then_warm(ray_runtime, tmp_path, capsys):
+    """The retraining pipeline with ``distributed.launcher: ray``: day 1 cold on 2 Ray workers publishes v1, day 2
+    warm-starts from v1's sharded checkpoint on 2 Ray workers and publishes v2."""
+    from dist_ctr.cli import main
+    from dist_ctr.data.drift import generate_daily
+    from dist_ctr.pipeline.registry import ModelRegistry
+    from tests.pipeline.retrain_helpers import DAYS, write_pipeline
+    from tests.pipeline.warm_start_jobs import tiny_schema
+
+    generate_daily(str(tmp_path / "daily"), tiny_schema(), DAYS[:3], rows_per_day=1024, seed=2)
+    pipe = write_pipeline(tmp_path, str(tmp_path / "daily"), str(tmp_path / "reg"),
+                          {"train.epochs": 1, "train.log_every": 1, "retrain.gate": {},
+                           "distributed": {"launcher": "ray", "ray": {"num_workers": 2,
+                                                                      "storage_path": str(tmp_path / "ray")}}})
+    for day in DAYS[1:3]:
+        assert main(["retrain", str(pipe), "--as-of", day]) == 0
+    out = capsys.readouterr().out
+    reg = ModelRegistry(str(tmp_path / "reg"))
+    vs = reg.versions("ctr")
+    assert [v.metadata["warm_start"] for v in vs] == [False, True] and reg.published("ctr").version == "v000002"
+    assert out.count("[retrain] published") == 2
+    first_loss = []  # the first logged step of each run: the warm-started one starts from v1's weights
+    for v in vs:
+        rows = [json.loads(line) for line in (tmp_path / "work" / "ctr" / f"{v.metadata['eval_partition']}-"
+                                              f"{v.metadata['run_key']}" / "ctr" / "metrics.jsonl").open()]
+        first_loss.append(next(r for r in rows if r.get("kind") == "train")["loss"])
+    assert first_loss[1] < first_loss[0] - 0.02, first_loss

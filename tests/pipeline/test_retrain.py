@@ -173,3 +173,22 @@ def test_two_concurrent_runs_publish_one_version(lake, tmp_path):
     else:  # it ran after the other finished: nothing left to do
         assert sum("nothing to do" in o for o, _ in outs) == 1, outs
     assert len(reg_mod.ModelRegistry(str(tmp_path / "reg")).versions("ctr")) == 1
+
+
+@pytest.mark.slow
+def test_spawned_two_process_chain_warm_starts_on_another_world_size(lake, tmp_path, capsys):
+    """Day 1 on 2 spawned processes, day 2 warm-started on 1 process from the 2-process checkpoint, day 3 on 2."""
+    from dist_ctr.cli import main
+
+    spawn = {"distributed.launcher": "spawn", "distributed.world_size": 2}
+    pipe = write_pipeline(tmp_path, str(lake), str(tmp_path / "reg"), {"train.epochs": 1, **spawn})
+    assert main(["retrain", str(pipe), "--as-of", DAYS[1]]) == 0
+    assert main(["retrain", str(pipe), "--as-of", DAYS[2], "--set", "distributed.launcher=local",
+                 "--set", "distributed.world_size=1"]) == 0
+    assert main(["retrain", str(pipe), "--as-of", DAYS[3]]) == 0
+    reg = reg_mod.ModelRegistry(str(tmp_path / "reg"))
+    vs = reg.versions("ctr")
+    assert [v.metadata["warm_start"] for v in vs] == [False, True, True]
+    assert [v.metadata["config"]["distributed"]["world_size"] for v in vs] == [2, 1, 2]
+    assert reg.published("ctr").version == "v000003"
+    assert vs[2].metadata["metrics"]["auc"] > 0.55
