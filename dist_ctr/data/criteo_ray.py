@@ -98,10 +98,9 @@ def _as_row(fn: Any) -> Any:
 
 def _count_unit(a: dict[str, Any]) -> int:
     """Rows of one unit (same parser and bad-line rule as the conversion)."""
-    bad = _BadLines(a["bad_lines"])
-    rows = sum(b.num_rows for b in iter_criteo_batches(a["url"], a["so"], a["bad_lines"], a["block_size"], bad,
-                                                       byte_range=_rng(a["byte_range"]), label_only=True))
-    return rows
+    batches = iter_criteo_batches(a["url"], a["so"], a["bad_lines"], a["block_size"], _BadLines(a["bad_lines"]),
+                                  byte_range=_rng(a["byte_range"]), label_only=True)
+    return sum(b.num_rows for b in batches)
 
 
 def _convert_unit(a: dict[str, Any]) -> dict[str, Any]:
@@ -111,9 +110,10 @@ def _convert_unit(a: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         fs, root = fsspec.core.url_to_fs(a["out_url"], **a["so"])
+        root = root.rstrip("/")
+        fs.makedirs(root, exist_ok=True)  # made by the driver, but maybe on another node's disk
     except (OSError, ImportError) as e:
         raise StorageAccessError(f"cannot use the output directory: {e}", file=a["out_url"]) from None
-    root = root.rstrip("/")
     writer = _ShardWriter(fs, root, a["rows_per_shard"], a["row_group_rows"], a["compression"], prefix=a["prefix"])
     bad = _BadLines(a["bad_lines"])
     rows, positives = convert_criteo_input(a["url"], writer, storage_options=a["so"], bad_lines=a["bad_lines"],
@@ -174,6 +174,26 @@ def _run(ray: Any, fn: Any, items: list[dict[str, Any]], num_workers: int, what:
     return out
 
 
+def _both_passes(ray: Any, units: list[Unit], so: dict[str, Any], bad_lines: str, block_size: int, out_url: str,
+                 rows_per_shard: int, row_group_rows: int, compression: str, hash_categoricals: bool,
+                 vocab: list[int], row_id_start: int, num_workers: int,
+                 verbose: bool) -> tuple[dict[str, Any], list[int], int]:
+    """Count pass (when more than one unit), then conversion pass; returns (reports by key, offsets, end row)."""
+    common = {"so": so, "bad_lines": bad_lines, "block_size": block_size}
+    items = [dict(common, key=f"{i}/{k}", url=url, byte_range=rng) for i, k, url, rng in units]
+    offsets, n = [row_id_start], row_id_start
+    if len(units) > 1:  # row_id needs the rows before each unit: count them first
+        counts = _run(ray, _count_unit, items, num_workers, "count pass", verbose)
+        offsets = []
+        for it in items:
+            offsets.append(n)
+            n += int(counts[it["key"]])
+    conv = [dict(it, out_url=out_url, rows_per_shard=rows_per_shard, row_group_rows=row_group_rows,
+                 compression=compression, hash=hash_categoricals, vocab=vocab, row_id_start=off,
+                 prefix=_shard_prefix(i, k)) for it, off, (i, k, _, _) in zip(items, offsets, units)]
+    return _run(ray, _convert_unit, conv, num_workers, "conversion", verbose), offsets, n
+
+
 def convert_criteo_ray(inputs: Sequence[str] | str, out_url: str, *, num_workers: int = 2,
                        storage_options: dict[str, Any] | None = None, rows_per_shard: int = 2_000_000,
                        row_group_rows: int = 131_072, hash_categoricals: bool = False,
@@ -230,29 +250,21 @@ def convert_criteo_ray(inputs: Sequence[str] | str, out_url: str, *, num_workers
     t0 = time.perf_counter()
     _ensure_ray(num_workers, ray_init)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    common = {"so": so, "bad_lines": bad_lines, "block_size": block_size}
-    items = [dict(common, key=f"{i}/{k}", url=url, byte_range=rng) for i, k, url, rng in units]
-    offsets, n = [], row_id_start
-    if len(units) > 1:  # row_id needs the rows before each unit: count them first
-        counts = _run(ray, _count_unit, items, num_workers, "count pass", verbose)
-        for it in items:
-            offsets.append(n)
-            n += int(counts[it["key"]])
-    else:
-        offsets = [row_id_start]
-    conv = [dict(it, out_url=out_url, rows_per_shard=rows_per_shard, row_group_rows=row_group_rows,
-                 compression=compression, hash=hash_categoricals, vocab=vocab, row_id_start=off,
-                 prefix=_shard_prefix(i, k)) for it, off, (i, k, _, _) in zip(items, offsets, units)]
-    done = _run(ray, _convert_unit, conv, num_workers, "conversion", verbose)
-    reps = [done[it["key"]] for it in conv]
-    ends = offsets[1:] + [n]
-    for it, r, end in zip(conv, reps, ends):
-        if len(units) > 1 and it["row_id_start"] + r["rows"] != end:
+    bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # our lines say what finished
+    try:
+        done, offsets, n = _both_passes(ray, units, so, bad_lines, block_size, out_url, rows_per_shard,
+                                        row_group_rows, compression, hash_categoricals, vocab, row_id_start,
+                                        num_workers, verbose)
+    finally:
+        ctx.enable_progress_bars = bars
+    reps = [done[f"{i}/{k}"] for i, k, _, _ in units]
+    for r, off, end in zip(reps, offsets, offsets[1:] + [n]):
+        if len(units) > 1 and off + r["rows"] != end:
             raise DataError("changed while being converted (row counts of the two passes differ)", file=r["input"])
     files = [f for r in reps for f in r["files"]]
     mine = set(files)
     try:  # shards of our naming pattern from an earlier run with another layout would duplicate rows
+        fs.invalidate_cache(root)
         for p in fs.ls(root, detail=False):
             name = p.rstrip("/").rsplit("/", 1)[-1]
             if _OUR_SHARD.match(name) and name not in mine:
