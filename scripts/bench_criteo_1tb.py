@@ -4,14 +4,16 @@ Builds the ``criteo-1tb-multihot`` schema (214 ids per row, dim 128) with every 
 (``--full``: the MLPerf sizes, for a GPU machine with the memory), the model ``DLRM_DCNv2`` at MLPerf's layer
 sizes, and trains it with Adagrad (lr 0.004, eps 1e-8) on random fixed-size bags. Prints:
 
-- samples/s of this worker (wall clock, no profiler) and the time to ``--samples`` samples at that rate;
+- samples/s of this worker (wall clock, no profiler; the median of ``--rounds`` rounds) and the time to
+  ``--samples`` samples at that rate;
 - the time split from ``torch.profiler`` over ``--profile-steps`` steps: embedding lookup (forward and backward of
   the EBC), interaction (the cross network), MLPs (bottom and top, forward and backward), optimizer. The backward is
   run stage by stage (top MLP, cross network, bottom MLP, embeddings) on detached stage outputs, which gives the
   same gradients as one ``loss.backward()`` and lets each stage carry its own profiler label;
 - the throughput model's prediction for this worker (``dist_ctr.distributed.throughput.step_cost`` with ``W = 1``)
   from rates measured here by two micro-benchmarks (dense fwd+bwd FLOP/s of the MLP/cross-network matmuls, bytes/s
-  of the embedding forward + backward + optimizer), and measured / predicted.
+  of the embedding forward + backward + optimizer) taken in each round right after its timed steps, so a change of
+  the machine's load meets both alike; measured / predicted of the medians and of each round.
 
 Prints figures, asserts nothing. Usage:
     python scripts/bench_criteo_1tb.py [--batch 2048] [--steps 10] [--max-rows 10000] [--device cpu] [--full]
@@ -75,7 +77,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()  # host sync
 
 
-def measure_rates(model, dense, kjt, labels, opt, device, reps: int = 3) -> tuple[float, float]:
+def measure_rates(model, dense, kjt, labels, opt, device, reps: int = 1) -> tuple[float, float]:
     """(dense FLOP/s of the matmul stages fwd+bwd, embedding bytes/s fwd+bwd+update) measured on this batch."""
     B = dense.shape[0]
     P = dense_matmul_params(model)
@@ -102,6 +104,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2048)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--profile-steps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of timed steps and rate measurements")
     p.add_argument("--max-rows", type=int, default=10_000)
     p.add_argument("--full", action="store_true", help="MLPerf table sizes (about 100 GiB of fp32 weights)")
     p.add_argument("--samples", type=float, default=4_195_197_692)
@@ -118,13 +121,25 @@ def main() -> None:
           f"rows per table <= {'MLPerf' if args.full else args.max_rows}, dense matmul params "
           f"{dense_matmul_params(model):,}")
     train_step(model, opt, *batches[0])  # warm-up
-    sync(device); t0 = time.perf_counter()
-    for i in range(args.steps):
-        train_step(model, opt, *batches[i % 2])
-    sync(device); dt = time.perf_counter() - t0
-    sps = args.steps * args.batch / dt
-    print(f"samples/s per worker: {sps:,.0f}  ({dt / args.steps * 1e3:.1f} ms/step); "
-          f"time to {args.samples:,.0f} samples at this rate: {args.samples / sps / 3600:.1f} h")
+    measure_rates(model, *batches[0], opt, device, reps=1)  # warm-up
+    from dist_ctr.distributed.memory import ShardPlacement, TablePlacement
+
+    tables = [TablePlacement(n, schema.feature(n).vocabulary_size, model.embedding_dim, True, "table_wise", "fused",
+                             (ShardPlacement(0, 0, 0, schema.feature(n).vocabulary_size, model.embedding_dim,
+                                             0, 0, 0, 0, 0, 0, "formula"),)) for n in schema.sparse_names]
+    rounds = []  # (measured samples/s, predicted samples/s, dense FLOP/s, embedding B/s): interleaved, so a change
+    for _ in range(args.rounds):  # of the machine's load hits both sides of a round alike
+        sync(device); t0 = time.perf_counter()
+        for i in range(args.steps):
+            train_step(model, opt, *batches[i % 2])
+        sync(device); dt = time.perf_counter() - t0
+        flops, hbm = measure_rates(model, *batches[0], opt, device, reps=1)
+        rates = DeviceProfile("measured", flops, hbm, 1e12, 1e12, 1, "this run")
+        c = step_cost(tables, bag_sizes(schema), args.batch, 1, dense_matmul_params(model), rates)
+        rounds.append((args.steps * args.batch / dt, c.samples_per_s, flops, hbm))
+    sps, pred, flops, hbm = (float(np.median([r[k] for r in rounds])) for k in range(4))
+    print(f"samples/s per worker: {sps:,.0f}  ({args.batch / sps * 1e3:.1f} ms/step, median of {args.rounds} rounds "
+          f"of {args.steps} steps); time to {args.samples:,.0f} samples at this rate: {args.samples / sps / 3600:.1f} h")
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         for i in range(args.profile_steps):
@@ -134,16 +149,9 @@ def main() -> None:
              for e in prof.key_averages() if e.key in LABELS}
     total = sum(times.values()) or 1.0
     print("time split (profiler): " + ", ".join(f"{k} {times.get(k, 0.0) / total:.0%}" for k in LABELS))
-    flops, hbm = measure_rates(model, *batches[0], opt, device)
-    prof_rates = DeviceProfile("measured", flops, hbm, 1e12, 1e12, 1, "this run")
-    from dist_ctr.distributed.memory import ShardPlacement, TablePlacement
-
-    tables = [TablePlacement(n, schema.feature(n).vocabulary_size, model.embedding_dim, True, "table_wise", "fused",
-                             (ShardPlacement(0, 0, 0, schema.feature(n).vocabulary_size, model.embedding_dim,
-                                             0, 0, 0, 0, 0, 0, "formula"),)) for n in schema.sparse_names]
-    c = step_cost(tables, bag_sizes(schema), args.batch, 1, dense_matmul_params(model), prof_rates)
-    print(f"measured rates: dense {flops / 1e9:.1f} GFLOP/s, embedding {hbm / 1e9:.2f} GB/s; throughput model "
-          f"predicts {c.samples_per_s:,.0f} samples/s; measured / predicted = {sps / c.samples_per_s:.2f}")
+    print(f"measured rates (medians): dense {flops / 1e9:.1f} GFLOP/s, embedding {hbm / 1e9:.2f} GB/s; throughput "
+          f"model predicts {pred:,.0f} samples/s; measured / predicted = {sps / pred:.2f} (per round: "
+          + ", ".join(f"{m / q:.2f}" for m, q, _, _ in rounds) + ")")
 
 
 if __name__ == "__main__":
