@@ -118,7 +118,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         rep = convert_criteo(args.inputs, args.out, **common)
         print(f"[data convert-criteo] {rep.summary()}")
         return 0
-    from dist_ctr.data.criteo_ray import convert_criteo_ray
+    from dist_ctr.launch.ray_convert import convert_criteo_ray
 
     workers = 2 if args.num_workers is None else args.num_workers
     split_mb = 1024.0 if args.split_mb is None else args.split_mb

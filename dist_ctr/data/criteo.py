@@ -342,7 +342,7 @@ def convert_criteo_input(url: str, writer: _ShardWriter, *, storage_options: dic
                          byte_range: Optional[tuple[int, int]] = None) -> tuple[int, int]:
     """Convert one input file (or the lines of one byte range of it) into ``writer``'s shards.
 
-    Both :func:`convert_criteo` (all inputs into one writer) and :func:`dist_ctr.data.criteo_ray.convert_criteo_ray`
+    Both :func:`convert_criteo` (all inputs into one writer) and :func:`dist_ctr.launch.ray_convert.convert_criteo_ray`
     (one writer per input or range, in parallel) write their rows through this function.
 
     Args:

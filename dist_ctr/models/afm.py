@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -11,6 +10,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.interaction import FM
 from dist_ctr.layers.pairwise import AFMLayer
 from dist_ctr.models._fields import FieldModel
+from dist_ctr.models.config_blocks import DNNFeatureArgs, EmbeddingArgs, LinearArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -18,18 +18,13 @@ __all__ = ["AFM", "AFMConfig"]
 
 
 @dataclass(frozen=True)
-class AFMConfig:
+class AFMConfig(LinearArgs, DNNFeatureArgs, EmbeddingArgs):
     """DeepCTR-Torch's ``AFM`` arguments (feature columns as names; ``None`` = every feature)."""
 
     use_attention: bool = True
     attention_factor: int = 8
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
     l2_reg_att: float = 1e-5
     afm_dropout: float = 0.0
-    init_std: float = 1e-4
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("AFM", AFMConfig)

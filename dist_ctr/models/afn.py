@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.field_attention import LogTransformLayer
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.heads import dnn_tower
+from dist_ctr.models.config_blocks import BatchNormArgs, DNNFeatureArgs, DNNOptions, EmbeddingArgs, LinearArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -20,7 +19,7 @@ __all__ = ["AFN", "AFNConfig"]
 
 
 @dataclass(frozen=True)
-class AFNConfig:
+class AFNConfig(BatchNormArgs, LinearArgs, DNNFeatureArgs, DNNOptions, EmbeddingArgs):
     """DeepCTR-Torch's ``AFN`` arguments (feature columns as names; ``None`` = every feature).
 
     ``dnn_use_bn`` is an addition: DeepCTR-Torch always uses batch norm in AFN's DNN (the default here), which
@@ -29,15 +28,7 @@ class AFNConfig:
 
     ltl_hidden_size: int = 256
     afn_dnn_hidden_units: tuple[int, ...] = (256, 128)
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
     dnn_use_bn: bool = True
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("AFN", AFNConfig)

@@ -13,6 +13,7 @@ from dist_ctr.layers.core import DNN
 from dist_ctr.layers.field_attention import InteractingLayer
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.heads import logit_layer, make_dnn
+from dist_ctr.models.config_blocks import BatchNormArgs, DeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -20,21 +21,14 @@ __all__ = ["AutoInt", "AutoIntConfig"]
 
 
 @dataclass(frozen=True)
-class AutoIntConfig:
-    """DeepCTR-Torch's ``AutoInt`` arguments (feature columns as names; ``None`` = every feature)."""
+class AutoIntConfig(BatchNormArgs, DeepArgs):
+    """DeepCTR-Torch's ``AutoInt`` arguments (feature columns as names; ``None`` = every feature). As DeepCTR-Torch, no
+    ``l2_reg_linear``: the linear part is unregularised."""
 
     att_layer_num: int = 3
     att_head_num: int = 2
     att_res: bool = True
-    dnn_hidden_units: tuple[int, ...] = (256, 128)
-    dnn_activation: str = "relu"
-    l2_reg_dnn: float = 0.0
-    l2_reg_embedding: float = 1e-5
-    dnn_use_bn: bool = False
-    dnn_dropout: float = 0.0
-    init_std: float = 1e-4
     linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("AutoInt", AutoIntConfig)

@@ -26,7 +26,6 @@ in :mod:`dist_ctr.models.din`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 import torch
 from torch import nn
@@ -38,30 +37,26 @@ from dist_ctr.layers.sequence import AttentionSequencePoolingLayer
 from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.inputs import HistoryInputs, default_history_targets
+from dist_ctr.models.config_blocks import HistoryArgs, SequenceArgs, positional_order
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
 __all__ = ["BST", "BSTConfig"]
 
 
+@positional_order("history_feature_list", "history_features", "transformer_num", "att_head_num", "use_bn",
+                  "dnn_hidden_units", "dnn_activation", "att_hidden_units", "att_activation", "l2_reg_dnn",
+                  "l2_reg_embedding", "dnn_dropout", "init_std")
 @dataclass(frozen=True)
-class BSTConfig:
+class BSTConfig(SequenceArgs, HistoryArgs):
     """DeepCTR's ``BST`` arguments; ``history_features`` optionally names each target's history;
     ``att_hidden_units`` / ``att_activation`` are the target attention's MLP (fixed to (64, 16) in DeepCTR)."""
 
-    history_feature_list: tuple[str, ...] = ()
-    history_features: Optional[Mapping[str, str]] = None
     transformer_num: int = 1
     att_head_num: int = 8
     use_bn: bool = False
-    dnn_hidden_units: tuple[int, ...] = (256, 128)
-    dnn_activation: str = "relu"
     att_hidden_units: tuple[int, ...] = (64, 16)
     att_activation: str = "sigmoid"
-    l2_reg_dnn: float = 0.0
-    l2_reg_embedding: float = 1e-6
-    dnn_dropout: float = 0.0
-    init_std: float = 1e-4
 
 
 @register_model("BST", BSTConfig)

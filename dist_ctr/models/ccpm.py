@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.convolution import ConvLayer
 from dist_ctr.layers.core import DNN
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.heads import dnn_tower
+from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -20,22 +19,12 @@ __all__ = ["CCPM", "CCPMConfig"]
 
 
 @dataclass(frozen=True)
-class CCPMConfig:
+class CCPMConfig(WideDeepArgs):
     """DeepCTR-Torch's ``CCPM`` arguments (feature columns as names; ``None`` = every feature)."""
 
     conv_kernel_width: tuple[int, ...] = (6, 5)
     conv_filters: tuple[int, ...] = (4, 4)
     dnn_hidden_units: tuple[int, ...] = (256,)
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    dnn_dropout: float = 0.0
-    init_std: float = 1e-4
-    dnn_use_bn: bool = False
-    dnn_activation: str = "relu"
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
-
     def __post_init__(self) -> None:
         if len(self.conv_kernel_width) != len(self.conv_filters):
             raise ValueError("CCPM: conv_kernel_width must have as many elements as conv_filters")

@@ -30,6 +30,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.interaction import CrossNet, CrossNetMix
 from dist_ctr.models.base import CTRModel
+from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.heads import TaskOutput, logit_layer, make_dnn
 from dist_ctr.models.inputs import DeepInputs, check_feature_names
@@ -40,42 +41,24 @@ __all__ = ["DCN", "DCNConfig", "DCNMix", "DCNMixConfig"]
 
 
 @dataclass(frozen=True)
-class DCNConfig:
+class DCNConfig(WideDeepArgs):
     """DeepCTR-Torch's ``DCN`` arguments (feature columns as names; ``None`` = all features)."""
 
     cross_num: int = 2
     cross_parameterization: str = "vector"
     dnn_hidden_units: tuple[int, ...] = (128, 128)
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
     l2_reg_cross: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)
-class DCNMixConfig:
+class DCNMixConfig(WideDeepArgs):
     """DeepCTR-Torch's ``DCNMix`` arguments (feature columns as names; ``None`` = all features)."""
 
     cross_num: int = 2
     dnn_hidden_units: tuple[int, ...] = (128, 128)
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
     low_rank: int = 32
     num_experts: int = 4
     l2_reg_cross: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.interaction import FM
 from dist_ctr.models.base import CTRModel
+from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.inputs import DeepInputs, check_feature_names
@@ -36,20 +36,10 @@ __all__ = ["DeepFM", "DeepFMConfig"]
 
 
 @dataclass(frozen=True)
-class DeepFMConfig:
+class DeepFMConfig(WideDeepArgs):
     """DeepCTR-Torch's ``DeepFM`` arguments (feature columns as names; ``None`` = all features)."""
 
     use_fm: bool = True
-    dnn_hidden_units: tuple[int, ...] = (256, 128)
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("DeepFM", DeepFMConfig)

@@ -38,7 +38,7 @@ the batch, and need no host sync (no packing).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,7 @@ from dist_ctr.layers.sequence import AttentionSequencePoolingLayer, sequence_mas
 from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.inputs import HistoryInputs, default_history_targets
+from dist_ctr.models.config_blocks import HistoryArgs, SequenceArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema, VarLenSparseFeat
 
@@ -149,7 +150,7 @@ class InterestEvolving(nn.Module):
 
 
 @dataclass(frozen=True)
-class DIENConfig:
+class DIENConfig(SequenceArgs, HistoryArgs):
     """DeepCTR-Torch's ``DIEN`` arguments plus RecBole's negatives.
 
     ``use_negsampling`` turns the auxiliary loss on (default on, as in RecBole; DeepCTR-Torch defaults it off);
@@ -158,23 +159,15 @@ class DIENConfig:
     widths of the auxiliary MLP.
     """
 
-    history_feature_list: tuple[str, ...] = ()
-    history_features: Optional[Mapping[str, str]] = None
     neg_history_feature_list: Optional[tuple[str, ...]] = None
     gru_type: str = "GRU"
     use_negsampling: bool = True
     alpha: float = 1.0
     use_bn: bool = False
-    dnn_hidden_units: tuple[int, ...] = (256, 128)
-    dnn_activation: str = "relu"
     att_hidden_units: tuple[int, ...] = (64, 16)
     att_activation: str = "relu"
     att_weight_normalization: bool = True
     aux_hidden_units: tuple[int, ...] = (100, 50)
-    l2_reg_dnn: float = 0.0
-    l2_reg_embedding: float = 1e-6
-    dnn_dropout: float = 0.0
-    init_std: float = 1e-4
 
 
 @register_model("DIEN", DIENConfig)

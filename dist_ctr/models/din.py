@@ -21,10 +21,8 @@ The history inputs (:class:`~dist_ctr.models.inputs.HistoryInputs`) are shared w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
@@ -32,6 +30,7 @@ from dist_ctr.layers.sequence import AttentionSequencePoolingLayer
 from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.inputs import HistoryInputs, default_history_targets
+from dist_ctr.models.config_blocks import BatchNormArgs, HistoryArgs, SequenceArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -39,21 +38,12 @@ __all__ = ["DIN", "DINConfig"]
 
 
 @dataclass(frozen=True)
-class DINConfig:
+class DINConfig(BatchNormArgs, SequenceArgs, HistoryArgs):
     """DeepCTR-Torch's ``DIN`` arguments; ``history_features`` optionally names each target's history."""
 
-    history_feature_list: tuple[str, ...] = ()
-    history_features: Optional[Mapping[str, str]] = None
-    dnn_use_bn: bool = False
-    dnn_hidden_units: tuple[int, ...] = (256, 128)
-    dnn_activation: str = "relu"
     att_hidden_size: tuple[int, ...] = (64, 16)
     att_activation: str = "Dice"
     att_weight_normalization: bool = False
-    l2_reg_dnn: float = 0.0
-    l2_reg_embedding: float = 1e-6
-    dnn_dropout: float = 0.0
-    init_std: float = 1e-4
 
 
 @register_model("DIN", DINConfig)

@@ -45,7 +45,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.attention import BiasEncoding, Transformer
@@ -55,6 +54,7 @@ from dist_ctr.layers.sequence import AttentionSequencePoolingLayer
 from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.inputs import default_history_targets, target_columns
+from dist_ctr.models.config_blocks import SequenceArgs, positional_order
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
 from dist_ctr.sparse import SparseArch
@@ -105,8 +105,11 @@ def find_sessions(schema: FeatureSchema, targets: tuple[str, ...],
     return sessions
 
 
+@positional_order("sess_feature_list", "session_features", "sess_max_count", "bias_encoding", "att_embedding_size",
+                  "att_head_num", "dnn_hidden_units", "dnn_activation", "dnn_dropout", "l2_reg_dnn",
+                  "l2_reg_embedding", "init_std", "att_hidden_units", "att_activation", "bilstm_dropout")
 @dataclass(frozen=True)
-class DSINConfig:
+class DSINConfig(SequenceArgs):
     """DeepCTR's ``DSIN`` arguments; ``session_features`` names the sessions (see the module docstring);
     ``sess_max_count``, when given, must equal their number; ``att_hidden_units`` / ``att_activation`` are the
     target attentions' MLP (fixed in DeepCTR); ``bilstm_dropout`` is the interest-evolution BiLSTM's dropout
@@ -118,12 +121,6 @@ class DSINConfig:
     bias_encoding: bool = False
     att_embedding_size: int = 1
     att_head_num: int = 8
-    dnn_hidden_units: tuple[int, ...] = (256, 128)
-    dnn_activation: str = "relu"
-    dnn_dropout: float = 0.0
-    l2_reg_dnn: float = 0.0
-    l2_reg_embedding: float = 1e-6
-    init_std: float = 1e-4
     att_hidden_units: tuple[int, ...] = (64, 16)
     att_activation: str = "sigmoid"
     bilstm_dropout: float = 0.2

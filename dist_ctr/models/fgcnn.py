@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.convolution import FGCNNLayer
@@ -14,6 +13,7 @@ from dist_ctr.layers.core import DNN
 from dist_ctr.layers.pairwise import InnerProductLayer
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.heads import dnn_tower
+from dist_ctr.models.config_blocks import DeepArgs, LinearArgs, positional_order
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import SparseArch
@@ -21,8 +21,10 @@ from dist_ctr.sparse import SparseArch
 __all__ = ["FGCNN", "FGCNNConfig"]
 
 
+@positional_order("conv_kernel_width", "conv_filters", "new_maps", "pooling_width", "dnn_hidden_units",
+                  "l2_reg_linear", "l2_reg_embedding", "l2_reg_dnn", "dnn_dropout", "dnn_activation", "init_std")
 @dataclass(frozen=True)
-class FGCNNConfig:
+class FGCNNConfig(LinearArgs, DeepArgs):
     """DeepCTR's ``FGCNN`` arguments (feature columns as names; ``None`` = every feature)."""
 
     conv_kernel_width: tuple[int, ...] = (7, 7, 7, 7)
@@ -30,15 +32,6 @@ class FGCNNConfig:
     new_maps: tuple[int, ...] = (3, 3, 3, 3)
     pooling_width: tuple[int, ...] = (2, 2, 2, 2)
     dnn_hidden_units: tuple[int, ...] = (256, 128, 64)
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    init_std: float = 1e-4
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
-
     def __post_init__(self) -> None:
         if not (len(self.conv_kernel_width) == len(self.conv_filters) == len(self.new_maps)
                 == len(self.pooling_width)):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
@@ -14,6 +12,7 @@ from dist_ctr.layers.field_attention import SENETLayer
 from dist_ctr.layers.pairwise import BilinearInteraction
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.heads import dnn_tower
+from dist_ctr.models.config_blocks import DeepArgs, LinearArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -21,20 +20,12 @@ __all__ = ["FiBiNET", "FiBiNETConfig"]
 
 
 @dataclass(frozen=True)
-class FiBiNETConfig:
+class FiBiNETConfig(LinearArgs, DeepArgs):
     """DeepCTR-Torch's ``FiBiNET`` arguments (feature columns as names; ``None`` = every feature)."""
 
     bilinear_type: str = "interaction"
     reduction_ratio: int = 3
     dnn_hidden_units: tuple[int, ...] = (128, 128)
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("FiBiNET", FiBiNETConfig)

@@ -13,28 +13,22 @@ from dist_ctr.layers.core import DNN
 from dist_ctr.layers.pairwise import FwFMLayer
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.heads import dnn_tower
+from dist_ctr.models.config_blocks import WideDeepArgs, positional_order
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import DEFAULT_GROUP_NAME, FeatureSchema
 
 __all__ = ["FwFM", "FwFMConfig"]
 
 
+@positional_order("fm_group", "dnn_hidden_units", "l2_reg_linear", "l2_reg_embedding", "l2_reg_field_strength",
+                  "l2_reg_dnn", "init_std", "dnn_dropout", "dnn_activation", "dnn_use_bn")
 @dataclass(frozen=True)
-class FwFMConfig:
+class FwFMConfig(WideDeepArgs):
     """DeepCTR's ``FwFM`` arguments (feature columns as names; ``None`` = every feature)."""
 
     fm_group: tuple[str, ...] = (DEFAULT_GROUP_NAME,)
     dnn_hidden_units: tuple[int, ...] = (256, 128, 64)
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
     l2_reg_field_strength: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("FwFM", FwFMConfig)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -15,6 +14,7 @@ from dist_ctr.layers.interaction import FM
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.inputs import FeatureWeights, split_features
 from dist_ctr.models.heads import dnn_tower, logit_layer, make_dnn
+from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import LinearArch
@@ -23,19 +23,8 @@ __all__ = ["DIFM", "DIFMConfig", "IFM", "IFMConfig"]
 
 
 @dataclass(frozen=True)
-class IFMConfig:
+class IFMConfig(WideDeepArgs):
     """DeepCTR-Torch's ``IFM`` arguments (feature columns as names; ``None`` = every feature)."""
-
-    dnn_hidden_units: tuple[int, ...] = (256, 128)
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.heads import TaskOutput
+from dist_ctr.models.config_blocks import InitArgs, LinearArgs, positional_order
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import LinearArch
@@ -17,11 +17,11 @@ from dist_ctr.sparse import LinearArch
 __all__ = ["LogisticRegression", "LogisticRegressionConfig"]
 
 
+@positional_order("l2_reg_linear", "init_std")
 @dataclass(frozen=True)
-class LogisticRegressionConfig:
-    l2_reg_linear: float = 1e-5
-    init_std: float = 1e-4  # N(0, init_std) for the linear tables, as DeepCTR's linear part
-    linear_feature_names: Optional[tuple[str, ...]] = None
+class LogisticRegressionConfig(LinearArgs, InitArgs):
+    """Arguments of the logistic regression: DeepCTR's linear part; ``init_std`` is the std of the linear
+    tables' ``N(0, init_std ** 2)`` init."""
 
 
 @register_model("LogisticRegression", LogisticRegressionConfig)

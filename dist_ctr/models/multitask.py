@@ -40,6 +40,7 @@ from dist_ctr.layers.core import DNN
 from dist_ctr.layers.multitask import Gates, ParallelDNN, ParallelLinear, mix_experts
 from dist_ctr.models.heads import TaskOutput
 from dist_ctr.models.base import CTRModel
+from dist_ctr.models.config_blocks import MultiTaskArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.inputs import DeepInputs
 from dist_ctr.schema import FeatureSchema
@@ -107,19 +108,11 @@ class _MultiTask(CTRModel):
 
 
 @dataclass(frozen=True)
-class SharedBottomConfig:
+class SharedBottomConfig(MultiTaskArgs):
     """DeepCTR-Torch's ``SharedBottom`` arguments (``task_types`` / ``task_names`` default to the schema's)."""
 
     bottom_dnn_hidden_units: tuple[int, ...] = (256, 128)
     tower_dnn_hidden_units: tuple[int, ...] = (64,)
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    task_types: Optional[tuple[str, ...]] = None
-    task_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("SharedBottom", SharedBottomConfig)
@@ -148,18 +141,10 @@ class SharedBottom(_MultiTask):
 
 
 @dataclass(frozen=True)
-class ESMMConfig:
+class ESMMConfig(MultiTaskArgs):
     """DeepCTR-Torch's ``ESMM`` arguments (two binary tasks: CTR, then CTCVR)."""
 
     tower_dnn_hidden_units: tuple[int, ...] = (256, 128)
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    task_types: Optional[tuple[str, ...]] = None
-    task_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("ESMM", ESMMConfig)
@@ -207,21 +192,13 @@ class ESMM(_MultiTask):
 
 
 @dataclass(frozen=True)
-class MMOEConfig:
+class MMOEConfig(MultiTaskArgs):
     """DeepCTR-Torch's ``MMOE`` arguments (``task_types`` / ``task_names`` default to the schema's)."""
 
     num_experts: int = 3
     expert_dnn_hidden_units: tuple[int, ...] = (256, 128)
     gate_dnn_hidden_units: tuple[int, ...] = (64,)
     tower_dnn_hidden_units: tuple[int, ...] = (64,)
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    task_types: Optional[tuple[str, ...]] = None
-    task_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("MMOE", MMOEConfig)
@@ -257,7 +234,7 @@ class MMOE(_MultiTask):
 
 
 @dataclass(frozen=True)
-class PLEConfig:
+class PLEConfig(MultiTaskArgs):
     """DeepCTR-Torch's ``PLE`` arguments (``task_types`` / ``task_names`` default to the schema's)."""
 
     shared_expert_num: int = 1
@@ -266,14 +243,6 @@ class PLEConfig:
     expert_dnn_hidden_units: tuple[int, ...] = (256, 128)
     gate_dnn_hidden_units: tuple[int, ...] = (64,)
     tower_dnn_hidden_units: tuple[int, ...] = (64,)
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    task_types: Optional[tuple[str, ...]] = None
-    task_names: Optional[tuple[str, ...]] = None
 
 
 class _PLELevel(nn.Module):

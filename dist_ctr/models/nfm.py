@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -13,6 +12,7 @@ from dist_ctr.layers.core import DNN
 from dist_ctr.layers.pairwise import BiInteractionPooling
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.heads import dnn_tower
+from dist_ctr.models.config_blocks import DeepArgs, LinearArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -20,19 +20,11 @@ __all__ = ["NFM", "NFMConfig"]
 
 
 @dataclass(frozen=True)
-class NFMConfig:
+class NFMConfig(LinearArgs, DeepArgs):
     """DeepCTR-Torch's ``NFM`` arguments (feature columns as names; ``None`` = every feature)."""
 
     dnn_hidden_units: tuple[int, ...] = (128, 128)
-    l2_reg_embedding: float = 1e-5
-    l2_reg_linear: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
     bi_dropout: float = 0.0
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("NFM", NFMConfig)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
@@ -15,6 +13,7 @@ from dist_ctr.layers.pairwise import pair_indices
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.inputs import common_dim
 from dist_ctr.models.heads import dnn_tower
+from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
 from dist_ctr.sparse import SparseArch
@@ -23,19 +22,10 @@ __all__ = ["ONN", "ONNConfig"]
 
 
 @dataclass(frozen=True)
-class ONNConfig:
+class ONNConfig(WideDeepArgs):
     """DeepCTR-Torch's ``ONN`` arguments (feature columns as names; ``None`` = every feature)."""
 
     dnn_hidden_units: tuple[int, ...] = (128, 128)
-    l2_reg_embedding: float = 1e-5
-    l2_reg_linear: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    dnn_dropout: float = 0.0
-    init_std: float = 1e-4
-    dnn_use_bn: bool = False
-    dnn_activation: str = "relu"
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("ONN", ONNConfig)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.pairwise import InnerProductLayer, OutterProductLayer
 from dist_ctr.models._fields import FieldModel
 from dist_ctr.models.heads import dnn_tower
+from dist_ctr.models.config_blocks import DeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 
@@ -20,21 +19,14 @@ __all__ = ["PNN", "PNNConfig"]
 
 
 @dataclass(frozen=True)
-class PNNConfig:
+class PNNConfig(DeepArgs):
     """DeepCTR-Torch's ``PNN`` arguments (feature columns as names; ``None`` = every feature). PNN has no linear
     part, so no ``linear_feature_names``."""
 
     dnn_hidden_units: tuple[int, ...] = (128, 128)
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
     use_inner: bool = True
     use_outter: bool = False
     kernel_type: str = "mat"
-    dnn_feature_names: Optional[tuple[str, ...]] = None
-
     def __post_init__(self) -> None:
         if self.kernel_type not in ("mat", "vec", "num"):
             raise ValueError(f"PNN: kernel_type must be 'mat', 'vec' or 'num', got {self.kernel_type!r}")

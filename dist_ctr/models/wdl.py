@@ -17,14 +17,14 @@ Notation: ``B`` batch, ``F`` pooled sparse features of the DNN, ``D`` embedding 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Optional
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
 from dist_ctr.models.base import CTRModel
+from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.models.heads import TaskOutput, dnn_tower
@@ -35,19 +35,8 @@ __all__ = ["WDL", "WDLConfig"]
 
 
 @dataclass(frozen=True)
-class WDLConfig:
+class WDLConfig(WideDeepArgs):
     """DeepCTR-Torch's ``WDL`` arguments (feature columns as names; ``None`` = all features)."""
-
-    dnn_hidden_units: tuple[int, ...] = (256, 128)
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("WDL", WDLConfig)

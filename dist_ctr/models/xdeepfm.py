@@ -27,6 +27,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dist_ctr.layers.core import DNN
 from dist_ctr.layers.interaction import CIN
 from dist_ctr.models.base import CTRModel
+from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.inputs import DeepInputs, check_feature_names
@@ -37,23 +38,14 @@ __all__ = ["xDeepFM", "xDeepFMConfig"]
 
 
 @dataclass(frozen=True)
-class xDeepFMConfig:  # noqa: N801 (DeepCTR's name)
+class xDeepFMConfig(WideDeepArgs):  # noqa: N801 (DeepCTR's name)
     """DeepCTR-Torch's ``xDeepFM`` arguments (feature columns as names; ``None`` = all features)."""
 
     dnn_hidden_units: tuple[int, ...] = (256, 256)
     cin_layer_size: tuple[int, ...] = (256, 128)
     cin_split_half: bool = True
     cin_activation: str = "relu"
-    l2_reg_linear: float = 1e-5
-    l2_reg_embedding: float = 1e-5
-    l2_reg_dnn: float = 0.0
     l2_reg_cin: float = 0.0
-    init_std: float = 1e-4
-    dnn_dropout: float = 0.0
-    dnn_activation: str = "relu"
-    dnn_use_bn: bool = False
-    linear_feature_names: Optional[tuple[str, ...]] = None
-    dnn_feature_names: Optional[tuple[str, ...]] = None
 
 
 @register_model("xDeepFM", xDeepFMConfig)

@@ -111,7 +111,7 @@ def test_ray_cli_to_s3_equals_single_process(ray_runtime, parts, tmp_path, s3_se
 def test_ray_byte_ranges_and_hashing_equal_single_process(ray_runtime, parts, tmp_path):
     import fsspec
 
-    from dist_ctr.data.criteo_ray import convert_criteo_ray
+    from dist_ctr.launch.ray_convert import convert_criteo_ray
 
     want = _single(parts, tmp_path / "single", hash_categoricals=True, vocab_sizes=[1000] * 26)
     (tmp_path / "ray").mkdir()

@@ -280,7 +280,7 @@ def convert_criteo_ray(inputs: Sequence[str] | str, out_url: str, *, num_workers
                         bad_line_examples=[x for r in reps for x in r["bad_line_examples"]][:5],
                         positive_rate=positives / rows if rows else float("nan"), hashed=hash_categoricals,
                         per_input=per_input)
-    _write_info(fs, root, rep, vocab, "dist_ctr.data.criteo_ray", row_id_start=row_id_start,
+    _write_info(fs, root, rep, vocab, "dist_ctr.launch.ray_convert", row_id_start=row_id_start,
                 rows_per_shard=rows_per_shard, row_group_rows=row_group_rows, split_bytes=split_bytes,
                 num_workers=num_workers)
     return rep
