@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -31,6 +32,8 @@ from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, 
 from dist_ctr.errors import ConfigErrorBase
 
 T = TypeVar("T")
+
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 class ConfigError(ConfigErrorBase):
@@ -128,6 +131,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         kt, vt = args if args else (Any, Any)
         return {_convert(kt, k, path): _convert(vt, v, _join(path, str(k))) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+            return float(value)  # YAML 1.1 reads `1e-5` (no dot) as text; it is the number a user meant
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)

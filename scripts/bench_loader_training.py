@@ -40,7 +40,7 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
-from bench_train import time_steps  # scripts/ is on sys.path when this file runs as a script
+from dist_ctr.bench.timing import time_steps
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.data.config import DataConfig

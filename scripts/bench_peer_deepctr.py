@@ -2,18 +2,18 @@
 
 Not a test: prints figures (and optionally writes JSON), asserts nothing.
 
-The peer is imported from a cache dir outside the repository (``scripts/peer_env.sh`` installs it there with
-``--no-deps``); no DeepCTR-Torch code lives in this repository. Two stand-ins are put in ``sys.modules`` before
-``deepctr_torch`` is imported (after torch / TorchRec, whose import probes for a real ``tensorflow``):
+The peer is imported (:mod:`dist_ctr.bench.peer`) from a cache dir outside the repository (``scripts/peer_env.sh``
+installs it there with ``--no-deps``); no DeepCTR-Torch code lives in this repository. Two stand-ins are put in
+``sys.modules`` before ``deepctr_torch`` is imported (after torch / TorchRec, whose import probes for a real ``tensorflow``):
   - ``tensorflow.python.keras.callbacks``: DeepCTR-Torch imports ``EarlyStopping``, ``ModelCheckpoint``,
     ``History`` and ``CallbackList`` from TensorFlow. Minimal classes written here (``History`` records epoch
     logs, ``CallbackList`` forwards hooks); the bench passes no callbacks, so only ``History`` ever does work.
   - ``deepctr_torch.utils``: its ``check_version`` starts a thread that queries PyPI on import; the stand-in's
     ``check_version`` does nothing (no network, no background thread during timing).
 
-Data (made here with NumPy, one seed): a Criteo-shaped set: 26 categorical features ``C1..C26`` with bounded Zipf
-ids (exponent 1.1) over the Criteo-Kaggle cardinalities capped at 75,000 (about 647k rows in all; the
-``criteo-kaggle`` preset's vocabularies are used instead when ``dist_ctr.data.presets`` exists), 13 dense features
+Data (made with NumPy by :mod:`dist_ctr.bench.peer_data`, one seed): a Criteo-shaped set: 26 categorical features
+``C1..C26`` with bounded Zipf ids (exponent 1.1) over the Criteo-Kaggle cardinalities capped at 75,000 (about 647k
+rows in all; the ``criteo-kaggle`` preset's vocabularies are used instead when ``dist_ctr.data.presets`` exists), 13 dense features
 ``I1..I13`` (log-normal counts, log1p and scaled to [0, 1] over a fixed range, as a min-max scaler would), and a binary label
 drawn from ``sigmoid(bias + first-order id effects on 8 fields + rank-4 pairwise effects on 8 field pairs + dense
 effects + one dense x dense product)``, the bias set for a 25% CTR; the planted function depends on ``--data-seed``
@@ -21,7 +21,7 @@ only, not on the row count. The same arrays, same row order, feed both libraries
 ``dict[column -> np.ndarray]`` (int64 ids, float32 dense, as a label-encoded DataFrame would give), dist_ctr gets
 ``CTRBatch`` es cut from the same rows (key-major KJT, int64 ids, int32 lengths).
 
-Sequence and multi-task models get their own data (``scripts/peer_seq_data.py``, same seed, same row counts):
+Sequence and multi-task models get their own data (:mod:`dist_ctr.bench.peer_data`, same seed, same row counts):
   - ``DIN``, ``DIEN``: behaviour sequences: ``user``, target ``item_id`` / ``cate_id``, histories
     ``hist_item_id`` / ``hist_cate_id`` (maxlen 20, lengths 1..20), one dense ``price``; the click depends on the
     recency-weighted share of the history in the target's category and on the target being a repeat, plus a
@@ -99,218 +99,39 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import dataclasses
-import importlib.machinery
-import inspect
-import io
 import json
 import os
 import platform
-import sys
 import time
 import types
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 # TorchRec (and torch._dynamo through it) before the TensorFlow stand-in: dynamo probes `tensorflow` at import.
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor  # noqa: F401
 
-from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
-from dist_ctr.data.batch import CTRBatch
+from dist_ctr.bench.peer import (SET_BOTH, SPARSE_ONLY_DNN, OursRunner, PeerRunner, import_peer, our_config,
+                                 peer_columns, peer_model, peer_x)
+from dist_ctr.bench.peer_data import (SPARSE_NAMES, Data, SeqData, make_data, make_sequence_data, our_schema,
+                                      seq_peer_columns, seq_schema, seq_to_batches, task_aucs, to_batches,
+                                      vocabularies, with_conversions)
 from dist_ctr.distributed.env import DistEnv, init_process_group
-from dist_ctr.models import MODEL_REGISTRY, build_model
-from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat
-from dist_ctr.sparse.arch import LINEAR_INIT_STD_SCALE
-from dist_ctr.train.engine import Trainer
+from dist_ctr.models import MODEL_REGISTRY
+from dist_ctr.schema import FeatureSchema
 from dist_ctr.train.job import quiet_torchrec
-from peer_seq_data import (SEQ_TARGETS, SeqData, conversion_labels, make_sequence_data,  # scripts/ is on sys.path
-                           seq_peer_columns, seq_schema, seq_to_batches, task_aucs)
 
 DEFAULT_MODELS = ("DeepFM", "WDL", "DCN", "DCNMix", "xDeepFM", "NFM", "AutoInt", "PNN", "AFM", "FiBiNET", "CCPM",
                   "IFM", "DIFM", "AFN", "ONN", "MLR")
 QUICK_MODELS = ("DeepFM", "DCN")
-SEQUENCE_MODELS = ("DIN", "DIEN")  # behaviour-sequence rows (peer_seq_data.make_sequence_data)
+SEQUENCE_MODELS = ("DIN", "DIEN")  # behaviour-sequence rows (dist_ctr.bench.peer_data.make_sequence_data)
 MULTITASK_MODELS = ("SharedBottom", "ESMM", "MMOE", "PLE")  # the flat rows with two labels: ctr, ctcvr
 MULTITASK_LABELS = ("ctr", "ctcvr")
-# DeepCTR-Torch models that take sparse columns only in dnn_feature_columns (support_dense=False in forward).
-SPARSE_ONLY_DNN = ("AFM", "CCPM")
 # ours: <fused sparse optimizer>/<loss reduction>/<table init> (see run_ours); the first is the headline.
 DEFAULT_VARIANTS = ("rowwise_adagrad/mean/engine", "adagrad/sum/engine", "rowwise_adagrad/mean/peer")
-# Criteo (Kaggle display-ads) categorical cardinalities, C1..C26.
-CRITEO_KAGGLE_CARD = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992,
-                      5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)
-VOCAB_CAP = 75_000
-N_SPARSE, N_DENSE = 26, 13
-PEER_CTOR_SKIP = {"linear_feature_columns", "dnn_feature_columns", "region_feature_columns", "base_feature_columns",
-                  "bias_feature_columns", "seed", "task", "device", "gpus", "task_types", "task_names"}
-# Arguments set on both sides (the peer gets lists): the targets of the sequence models, DIEN's interest evolving.
-BOTH_SIDES = {"DIN": {"history_feature_list": SEQ_TARGETS},
-              "DIEN": {"history_feature_list": SEQ_TARGETS, "gru_type": "AUGRU"}}
-SET_BOTH: dict[str, Any] = {}  # ``--set KEY=VALUE``: applied to every model on both sides whose constructor takes KEY
-
-
-def both_sides(name: str, accepted: Any) -> dict[str, Any]:
-    """``BOTH_SIDES[name]`` plus the ``--set`` arguments whose key is in ``accepted``."""
-    return {**BOTH_SIDES.get(name, {}), **{k: v for k, v in SET_BOTH.items() if k in accepted}}
-
-
-# ---- the peer's import shims ------------------------------------------------------------------------------------
-def _stub_module(name: str) -> types.ModuleType:
-    mod = types.ModuleType(name)
-    mod.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)
-    return mod
-
-
-def install_peer_shims() -> None:
-    """Stand-ins for ``tensorflow.python.keras.callbacks`` and ``deepctr_torch.utils`` (see module docstring)."""
-    if "tensorflow.python.keras.callbacks" not in sys.modules:
-        cb = _stub_module("tensorflow.python.keras.callbacks")
-
-        class Callback:
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                self.model: Any = None
-
-            def set_model(self, model: Any) -> None:
-                self.model = model
-
-            def on_train_begin(self, logs: Any = None) -> None: ...
-
-            def on_train_end(self, logs: Any = None) -> None: ...
-
-            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None: ...
-
-            def on_epoch_end(self, epoch: int, logs: Any = None) -> None: ...
-
-        class History(Callback):
-            def on_train_begin(self, logs: Any = None) -> None:
-                self.epoch: list[int] = []
-                self.history: dict[str, list[float]] = {}
-
-            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                self.epoch.append(epoch)
-                for k, v in (logs or {}).items():
-                    self.history.setdefault(k, []).append(v)
-
-        class CallbackList:
-            def __init__(self, callbacks: Any = None) -> None:
-                self.callbacks = list(callbacks or [])
-                self.model: Any = None
-
-            def set_model(self, model: Any) -> None:
-                self.model = model
-                for c in self.callbacks:
-                    c.set_model(model)
-
-            def __getattr__(self, hook: str) -> Callable[..., None]:
-                if not hook.startswith("on_"):
-                    raise AttributeError(hook)
-                return lambda *a, **k: [getattr(c, hook)(*a, **k) for c in self.callbacks] and None
-
-        class EarlyStopping(Callback): ...
-
-        class ModelCheckpoint(Callback): ...
-
-        for cls in (Callback, History, CallbackList, EarlyStopping, ModelCheckpoint):
-            setattr(cb, cls.__name__, cls)
-        parents = ["tensorflow", "tensorflow.python", "tensorflow.python.keras"]
-        for p in parents:
-            sys.modules.setdefault(p, _stub_module(p))
-        sys.modules["tensorflow.python.keras.callbacks"] = cb
-    if "deepctr_torch.utils" not in sys.modules:
-        utils = _stub_module("deepctr_torch.utils")
-        utils.check_version = lambda version: None  # type: ignore[attr-defined]
-        sys.modules["deepctr_torch.utils"] = utils
-
-
-def import_peer(peer_dir: str) -> types.ModuleType:
-    if not Path(peer_dir, "deepctr_torch").is_dir():
-        raise SystemExit(f"DeepCTR-Torch not found under {peer_dir!r}: run `scripts/peer_env.sh` (it prints the dir) "
-                         "and pass --peer-dir")
-    install_peer_shims()
-    sys.path.insert(0, peer_dir)
-    import deepctr_torch  # noqa: F401
-    import deepctr_torch.inputs
-    import deepctr_torch.models
-
-    if getattr(deepctr_torch, "__version__", "?") != "0.2.9":
-        print(f"warning: peer is deepctr_torch {deepctr_torch.__version__}, not 0.2.9")
-    return deepctr_torch
-
-
-# ---- data -------------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Data:
-    sparse: np.ndarray  # (N, 26) int64
-    dense: np.ndarray  # (N, 13) float32
-    label: np.ndarray  # (N,) float32; (N, T) for the multi-task rows
-    prob: np.ndarray  # (N,) float64, the planted click probability; (N, T) for the multi-task rows
-
-    def rows(self, lo: int, hi: int) -> "Data":
-        return Data(self.sparse[lo:hi], self.dense[lo:hi], self.label[lo:hi], self.prob[lo:hi])
-
-    def __len__(self) -> int:
-        return int(self.label.shape[0])
-
-
-def vocabularies() -> tuple[list[int], str]:
-    try:
-        from dist_ctr.data.presets import criteo_kaggle_schema  # type: ignore[import-not-found]
-
-        schema = criteo_kaggle_schema(embedding_dim=16)
-        return [int(f.vocabulary_size) for f in schema.sparse_features], "dist_ctr.data.presets criteo-kaggle"
-    except ImportError:
-        return [min(c, VOCAB_CAP) for c in CRITEO_KAGGLE_CARD], f"Criteo-Kaggle cardinalities capped at {VOCAB_CAP:,}"
-
-
-def make_data(n: int, vocabs: list[int], seed: int, ctr: float = 0.25) -> Data:
-    """Criteo-shaped rows with a planted first-order + pairwise signal (see module docstring).
-
-    The planted function depends on ``seed`` only (not on ``n``); the bias is set so the mean click probability
-    is ``ctr``.
-    """
-    gp = np.random.default_rng([seed, 0])  # the planted function
-    g = np.random.default_rng([seed, 1])  # the rows
-    first = [(int(f), gp.normal(0.0, 0.5, vocabs[f])) for f in gp.choice(len(vocabs), 8, replace=False)]
-    pairs = []
-    for _ in range(8):
-        f, h = (int(x) for x in gp.choice(len(vocabs), 2, replace=False))
-        pairs.append((f, h, gp.normal(0.0, 0.55, (vocabs[f], 4)), gp.normal(0.0, 0.55, (vocabs[h], 4))))
-    wd = gp.normal(0.0, 1.0, N_DENSE)
-    perms = [gp.permutation(v) for v in vocabs]
-
-    sparse = np.empty((n, len(vocabs)), dtype=np.int64)
-    for f, v in enumerate(vocabs):
-        p = 1.0 / np.arange(1, v + 1, dtype=np.float64) ** 1.1
-        cdf = np.cumsum(p / p.sum())
-        rank = np.minimum(np.searchsorted(cdf, g.random(n)), v - 1)
-        sparse[:, f] = perms[f][rank]  # frequent ids scattered over the table
-    dense = np.log1p(g.lognormal(1.0, 1.2, (n, N_DENSE)))
-    lo, hi = np.log1p(0.0), np.log1p(np.exp(1.0 + 1.2 * 5.0))  # fixed min-max range (not data-dependent)
-    dense = np.clip((dense - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    logit = np.zeros(n)
-    for f, w in first:  # first-order id effects
-        logit += w[sparse[:, f]]
-    for f, h, u, v in pairs:  # rank-4 pairwise effects <u_f[id_f], v_h[id_h]>
-        logit += np.einsum("nk,nk->n", u[sparse[:, f]], v[sparse[:, h]])
-    logit += (dense - dense.mean(0)) @ wd * 3.0 + 8.0 * (dense[:, 0] - 0.3) * (dense[:, 1] - 0.3)
-    lo_b, hi_b = -10.0, 10.0  # bias by bisection: mean sigmoid(logit + b) = ctr
-    for _ in range(50):
-        b = (lo_b + hi_b) / 2
-        lo_b, hi_b = (b, hi_b) if np.mean(1.0 / (1.0 + np.exp(-(logit + b)))) < ctr else (lo_b, b)
-    prob = 1.0 / (1.0 + np.exp(-(logit + b)))
-    label = (g.random(n) < prob).astype(np.float32)
-    return Data(sparse, dense, label, prob)
-
-
-def with_conversions(data: Data, vocabs: list[int], seed: int) -> Data:
-    """The same rows with two labels ``(N, 2)``: the click (``ctr``) and click-and-convert (``ctcvr``); see
-    :func:`peer_seq_data.conversion_labels`."""
-    ctcvr, p_ctcvr = conversion_labels(data.label, data.prob, data.sparse, data.dense, vocabs, seed)
-    return Data(data.sparse, data.dense, np.stack([data.label, ctcvr], axis=1), np.stack([data.prob, p_ctcvr], axis=1))
 
 
 def family(name: str) -> str:
@@ -347,205 +168,6 @@ class DataSet:
             return f"{self.ceilings[0]:.4f}"
         return (f"{np.mean(self.ceilings):.4f} (mean of " + ", ".join(
             f"{n} {c:.4f}" for n, c in zip(self.task_names, self.ceilings)) + ")")
-
-
-# ---- our side ---------------------------------------------------------------------------------------------------
-SPARSE_NAMES = [f"C{i + 1}" for i in range(N_SPARSE)]
-DENSE_NAMES = [f"I{i + 1}" for i in range(N_DENSE)]
-
-
-def our_schema(vocabs: list[int], dim: int, labels: tuple[str, ...] = ("label",)) -> FeatureSchema:
-    feats = [SparseFeat(n, v, dim) for n, v in zip(SPARSE_NAMES, vocabs)] + [DenseFeat(n) for n in DENSE_NAMES]
-    return FeatureSchema(tuple(feats), tuple(LabelSpec(n) for n in labels))
-
-
-def to_batches(d: Data, batch: int) -> list[CTRBatch]:
-    out = []
-    for lo in range(0, len(d), batch):
-        part = d.rows(lo, lo + batch)
-        b = len(part)
-        values = torch.from_numpy(np.ascontiguousarray(part.sparse.T).reshape(-1))  # (F * B,) key-major
-        kjt = KeyedJaggedTensor(keys=SPARSE_NAMES, values=values, lengths=torch.ones(b * N_SPARSE, dtype=torch.int32))
-        out.append(CTRBatch(torch.from_numpy(part.dense), kjt, torch.from_numpy(part.label).view(b, -1)))  # (B, T)
-    return out
-
-
-def our_config(name: str, peer_cls: type) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
-    """Our typed config for ``name`` with the peer's constructor defaults for every field of the same name, then
-    the arguments set on both sides (``BOTH_SIDES``)."""
-    fields = {f.name: f for f in dataclasses.fields(MODEL_REGISTRY[name].config_cls)}
-    cfg: dict[str, Any] = {}
-    changed: dict[str, tuple[Any, Any]] = {}
-    for k, p in inspect.signature(peer_cls.__init__).parameters.items():
-        if k in PEER_CTOR_SKIP or k not in fields or p.default is inspect.Parameter.empty:
-            continue
-        v = tuple(p.default) if isinstance(p.default, list) else p.default
-        cfg[k] = v
-        ours = fields[k].default
-        if ours is not dataclasses.MISSING and (tuple(ours) if isinstance(ours, list) else ours) != v:
-            changed[k] = (ours, v)
-    cfg.update(both_sides(name, fields))
-    return cfg, changed
-
-
-class Timing:
-    """Per-chunk wall times and per-step stamps of one side of a paired run."""
-
-    def __init__(self) -> None:
-        self.chunk_rows: list[int] = []
-        self.chunk_seconds: list[float] = []
-        self.step_seconds: list[float] = []
-
-    def add(self, rows: int, seconds: float, stamps: list[float]) -> None:
-        self.chunk_rows.append(rows)
-        self.chunk_seconds.append(seconds)
-        self.step_seconds.extend(np.diff(np.asarray(stamps)).tolist())
-
-    def result(self, batch: int) -> dict[str, float]:
-        rows, secs = np.asarray(self.chunk_rows), np.asarray(self.chunk_seconds)
-        med_step = float(np.median(self.step_seconds)) if self.step_seconds else float("nan")
-        return {"samples_per_s": float(np.median(rows / secs)), "pass_samples_per_s": float(rows.sum() / secs.sum()),
-                "median_step_samples_per_s": batch / med_step, "seconds": float(secs.sum()),
-                "timed_rows": int(rows.sum()), "chunks": len(rows)}
-
-
-def table_shards(dmp: torch.nn.Module) -> Iterator[tuple[str, Any]]:
-    """``(table name, local shard)`` for every local shard of the DMP's sharded tables, pooled
-    (``EmbeddingBagCollection``) and sequence (``EmbeddingCollection``) alike; ``shard.tensor`` is writable in
-    place (at world size 1 a view of the fused TBE weights), ``shard.metadata.shard_offsets`` its place."""
-    for key, value in dmp.state_dict().items():
-        part = ".embedding_bags." if ".embedding_bags." in key else ".embeddings."
-        if part in key and hasattr(value, "local_shards"):
-            table = key.split(part)[1].rsplit(".", 1)[0]
-            for shard in value.local_shards():
-                yield table, shard
-
-
-def peer_style_init(trainer: Trainer, std: float) -> int:
-    """Re-draw every embedding table of ``trainer`` from ``N(0, std)`` (DeepCTR-Torch's ``init_std`` init).
-
-    Writes the local shards of the DMP's sharded tables in place (:func:`table_shards`). Our "dim-1" linear
-    tables are read as the mean of 4 columns, so each column gets ``2 * std`` (the mean has std ``std``;
-    ``LINEAR_INIT_STD_SCALE``); the linear part's dense weight gets ``N(0, std)`` too, as in DeepCTR's
-    ``Linear``. Returns the number of tables written.
-    """
-    tables: set[str] = set()
-    with torch.no_grad():
-        for table, shard in table_shards(trainer.dmp):
-            shard.tensor.normal_(0.0, std * LINEAR_INIT_STD_SCALE if table.startswith("linear__") else std)
-            tables.add(table)
-        for mod in trainer.dmp.modules():  # DeepCTR's Linear also draws its dense weight from N(0, init_std)
-            dense_weight = getattr(mod, "dense_weight", None)
-            if isinstance(dense_weight, torch.nn.Linear):
-                dense_weight.weight.normal_(0.0, std)
-    return len(tables)
-
-
-class OursRunner:
-    """One training run of ours. ``variant`` = "<fused sparse optimizer>/<mean|sum>/<peer|engine>":
-      - "sum" is the engine's ``loss_reduction="sum"`` (DeepCTR's ``reduction='sum'``); "mean" its default;
-      - "peer" re-draws the tables from ``N(0, init_std)`` as DeepCTR-Torch does (see :func:`peer_style_init`);
-        "engine" keeps the engine's init (``N(0, init_std)`` from its own deterministic generator).
-    """
-
-    def __init__(self, name: str, cfg: dict[str, Any], schema: FeatureSchema, env: DistEnv, variant: str, lr: float,
-                 batch: int, seed: int, eps: float) -> None:
-        sparse_name, reduction, init = variant.split("/")
-        torch.manual_seed(seed)
-        model = build_model(name, schema, cfg)
-        self.trainer = Trainer(model, env, sparse_optim=SparseOptimConfig(name=sparse_name, lr=lr, eps=eps),  # type: ignore[arg-type]
-                               dense_optim=DenseOptimConfig(name="adagrad", lr=lr), batch_size=batch, seed=seed,
-                               loss_reduction=reduction)
-        if init == "peer":
-            peer_style_init(self.trainer, float(getattr(getattr(model, "config", None), "init_std", 1e-4)))
-        self.timing = Timing()
-
-    def warm(self, batches: list[CTRBatch]) -> None:
-        for b in batches:
-            self.trainer.train_step(b)
-
-    def train_chunk(self, batches: list[CTRBatch]) -> float:
-        t0 = time.perf_counter()
-        stamps = [t0]
-        for b in batches:
-            self.trainer.train_step(b)
-            stamps.append(time.perf_counter())
-        dt = stamps[-1] - t0
-        self.timing.add(sum(b.batch_size for b in batches), dt, stamps)
-        return dt
-
-    def auc(self, test: list[CTRBatch], labels: np.ndarray) -> list[float]:
-        """Test AUC per task."""
-        return task_aucs(labels, self.trainer.predict(test).numpy())  # host sync
-
-
-# ---- the peer's side --------------------------------------------------------------------------------------------
-def peer_columns(dc: types.ModuleType, vocabs: list[int], dim: int) -> list[Any]:
-    inp = dc.inputs
-    return ([inp.SparseFeat(n, vocabulary_size=v, embedding_dim=dim) for n, v in zip(SPARSE_NAMES, vocabs)]
-            + [inp.DenseFeat(n, 1) for n in DENSE_NAMES])
-
-
-def peer_model(dc: types.ModuleType, name: str, cols: list[Any], seed: int,
-               dnn_cols: Optional[list[Any]] = None) -> torch.nn.Module:
-    """DeepCTR-Torch's ``name`` on ``cols`` (``dnn_cols`` in the DNN part when given), with ``BOTH_SIDES``'s
-    arguments (as lists)."""
-    cls = getattr(dc.models, name)
-    params = inspect.signature(cls.__init__).parameters
-    kwargs: dict[str, Any] = {k: cols for k in ("linear_feature_columns", "dnn_feature_columns",
-                                                "region_feature_columns") if k in params}
-    if dnn_cols is not None and "dnn_feature_columns" in kwargs:
-        kwargs["dnn_feature_columns"] = dnn_cols
-    if "seed" in params:
-        kwargs["seed"] = seed
-    for k, v in both_sides(name, params).items():
-        kwargs[k] = list(v) if isinstance(v, tuple) else v
-    return cls(device="cpu", **kwargs)
-
-
-def peer_x(d: Data | SeqData) -> dict[str, np.ndarray]:
-    """DeepCTR-Torch's input dict (column -> ``(N,)`` or ``(N, L)`` array) of the rows ``d``."""
-    if isinstance(d, SeqData):
-        return d.peer_x()
-    x = {n: d.sparse[:, i] for i, n in enumerate(SPARSE_NAMES)}
-    x.update({n: d.dense[:, i] for i, n in enumerate(DENSE_NAMES)})
-    return x
-
-
-class PeerRunner:
-    """One DeepCTR-Torch training run: ``compile(torch.optim.Adagrad(lr))`` and ``fit(..., verbose=0,
-    shuffle=False)`` per chunk of rows; a step-post hook on its optimizer stamps every step."""
-
-    def __init__(self, dc: types.ModuleType, name: str, cols: list[Any], lr: float, seed: int, batch: int,
-                 dnn_cols: Optional[list[Any]] = None) -> None:
-        self.model = peer_model(dc, name, cols, seed, dnn_cols)
-        opt = torch.optim.Adagrad(self.model.parameters(), lr=lr)
-        self.stamps: list[float] = []
-        opt.register_step_post_hook(lambda *_: self.stamps.append(time.perf_counter()))
-        self.model.compile(opt, "binary_crossentropy", metrics=[])
-        self.batch = batch
-        self.timing = Timing()
-
-    def _fit(self, d: Data | SeqData) -> None:
-        with contextlib.redirect_stdout(io.StringIO()):  # fit prints the device and "Train on ..." at verbose=0
-            self.model.fit(peer_x(d), d.label, batch_size=self.batch, epochs=1, verbose=0, shuffle=False)
-
-    def warm(self, d: Data | SeqData) -> None:
-        if len(d):
-            self._fit(d)
-
-    def train_chunk(self, d: Data | SeqData) -> float:
-        t0 = time.perf_counter()
-        self.stamps[:] = [t0]
-        self._fit(d)
-        dt = time.perf_counter() - t0
-        self.timing.add(len(d), dt, self.stamps[1:] if len(self.stamps) > 2 else self.stamps)
-        return dt
-
-    def auc(self, test: Data | SeqData) -> list[float]:
-        """Test AUC per task."""
-        with contextlib.redirect_stdout(io.StringIO()):
-            return task_aucs(test.label, self.model.predict(peer_x(test), batch_size=8192))
 
 
 def auc_fields(aucs: list[float], task_names: tuple[str, ...]) -> dict[str, Any]:
@@ -756,7 +378,7 @@ def main() -> None:
             datasets["multitask"] = ds
             lines.append(f"multi-task data ({', '.join(MULTITASK_MODELS)}): the rows above with two labels (made in "
                          f"{time.perf_counter() - t0:.1f} s): ctr (the label above) and ctcvr (click and convert; "
-                         f"conversion | click planted, correlated with the click, see scripts/peer_seq_data.py); "
+                         f"conversion | click planted, correlated with the click, see dist_ctr/bench/peer_data.py); "
                          f"train rates {train.label.mean(0)[0]:.3f} / {train.label.mean(0)[1]:.3f}; ceiling "
                          f"{ds.ceiling_text()}; AUC = mean of the per-task AUCs on both sides")
     if "sequence" in families:
@@ -774,7 +396,7 @@ def main() -> None:
                      + ", " + ", ".join(f"{h} (on {t}'s table)" for h, t in sq.history_of.items())
                      + f" with maxlen {sq.maxlen} (mean length {sq.seq_length.mean():.1f}), 1 dense (price); click "
                      "planted on the recency-weighted share of the history in the target's category, a repeat of "
-                     f"the target and a category effect (scripts/peer_seq_data.py); train CTR "
+                     f"the target and a category effect (dist_ctr/bench/peer_data.py); train CTR "
                      f"{train.label.mean():.3f}; ceiling {ds.ceiling_text()}; AUC of the planted part without the "
                      f"history (target category, price): {task_aucs(test.label, test.base)[0]:.4f}")
     env = DistEnv()

@@ -13,14 +13,11 @@ import argparse
 import os
 import resource
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dist_ctr.data.presets import get_preset  # noqa: E402
-from dist_ctr.data.synthetic import generate  # noqa: E402
+from dist_ctr.data.presets import get_preset
+from dist_ctr.data.synthetic import generate
 
 CASES = {
     # name: (preset kwargs, generate kwargs)

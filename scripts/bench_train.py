@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 
 import numpy as np
 import torch
 
+from dist_ctr.bench.timing import time_steps
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.distributed.env import DistEnv, init_process_group
@@ -52,16 +52,6 @@ def make_batches(schema: FeatureSchema, batch: int, n: int, seed: int = 0) -> li
         labels = torch.from_numpy(g.integers(0, 2, (batch, 1)).astype(np.float32))
         out.append(CTRBatch(dense, kjt, labels))
     return out
-
-
-def time_steps(step, batches: list, warmup: int) -> float:
-    for b in batches[:warmup]:
-        step(b)
-    t0 = time.perf_counter()
-    for b in batches[warmup:]:
-        step(b)
-    dt = time.perf_counter() - t0
-    return sum(b.batch_size for b in batches[warmup:]) / dt
 
 
 class EmbeddingOnly(CTRModel):

@@ -23,14 +23,16 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_peer_deepctr as bench  # noqa: E402  (the bench's data, schema, peer import and runners)
+from dist_ctr.bench import peer as bench  # the bench's peer import, config mapping and runners
+from dist_ctr.bench.peer_data import SPARSE_NAMES, Data, make_data, our_schema, task_aucs, to_batches, vocabularies
+from dist_ctr.distributed.env import DistEnv, init_process_group
+from dist_ctr.train.job import quiet_torchrec
 
 # ours (parameter-name suffix) -> peer state_dict key, per model; embedding tables are mapped by table name.
 WEIGHT_MAP: dict[str, dict[str, str]] = {
@@ -92,11 +94,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     sparse_opt, reduction = args.variant.split("/")
-    bench.quiet_torchrec()
+    quiet_torchrec()
     dc = bench.import_peer(args.peer_dir)
-    vocabs, _ = bench.vocabularies()
+    vocabs, _ = vocabularies()
     B = 4096
-    data = bench.make_data(B * args.steps + 20_000, vocabs, 7)
+    data = make_data(B * args.steps + 20_000, vocabs, 7)
     train, test = data.rows(0, B * args.steps), data.rows(B * args.steps, B * args.steps + 20_000)
     bench.SET_BOTH.update(l2_reg_embedding=args.l2, l2_reg_linear=args.l2)
     peer_cls = getattr(dc.models, args.model)
@@ -104,23 +106,23 @@ def main() -> None:
     cols = bench.peer_columns(dc, vocabs, 16)
     dnn_cols = [c for c in cols if isinstance(c, dc.inputs.SparseFeat)] if args.model in bench.SPARSE_ONLY_DNN else None
     if dnn_cols is not None:
-        cfg = {**cfg, "dnn_feature_names": tuple(bench.SPARSE_NAMES)}
-    env = bench.DistEnv()
-    bench.init_process_group(env)
-    ours = bench.OursRunner(args.model, cfg, bench.our_schema(vocabs, 16), env, f"{sparse_opt}/{reduction}/engine",
+        cfg = {**cfg, "dnn_feature_names": tuple(SPARSE_NAMES)}
+    env = DistEnv()
+    init_process_group(env)
+    ours = bench.OursRunner(args.model, cfg, our_schema(vocabs, 16), env, f"{sparse_opt}/{reduction}/engine",
                             args.lr, B, args.seed, 1e-10)
     peer = bench.peer_model(dc, args.model, cols, args.seed, dnn_cols)
     copy_peer_into_ours(peer, ours.trainer.dmp, args.model)
     opt = torch.optim.Adagrad(peer.parameters(), lr=args.lr)
 
-    def peer_x(d: bench.Data) -> torch.Tensor:  # (N, columns) in the peer's feature_index order, as its fit builds
+    def peer_x(d: Data) -> torch.Tensor:  # (N, columns) in the peer's feature_index order, as its fit builds
         x = bench.peer_x(d)
         return torch.from_numpy(np.concatenate([np.asarray(x[f], np.float32).reshape(len(d), -1)
                                                 for f in peer.feature_index], axis=1))
 
-    x_test, test_batches = peer_x(test), bench.to_batches(test, 8192)
+    x_test, test_batches = peer_x(test), to_batches(test, 8192)
     def auc(p: np.ndarray) -> float:  # held-out AUC of predictions (N,)
-        return bench.task_aucs(test.label, p.reshape(-1, 1))[0]
+        return task_aucs(test.label, p.reshape(-1, 1))[0]
 
     print(f"{args.model}: peer's init copied into ours; ours {sparse_opt} / {reduction} loss; l2 {args.l2:g}; "
           f"Adagrad lr {args.lr}; {len(test):,} held-out rows")
@@ -135,7 +137,7 @@ def main() -> None:
                                           reduction="sum") + peer.get_regularization_loss()
             loss.backward()
             opt.step()
-            ours.trainer.train_step(bench.to_batches(rows, B)[0])
+            ours.trainer.train_step(to_batches(rows, B)[0])
         peer.eval()
         with torch.no_grad():
             pp = peer(x_test).numpy().astype(np.float64).reshape(-1)

@@ -83,3 +83,11 @@ def test_model_config_is_checked_at_load_time_with_its_key_path(tmp_path):
         load_job(p)
     p.write_text("name: x\nschema: {preset: criteo-kaggle}\ndata: {}\nmodel:\n  name: DeepFM\n  config:\n    dnn_hidden_units: [8, 4]\n")
     assert load_job(p).model.config == {"dnn_hidden_units": [8, 4]}
+
+
+def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads ``1e-5`` as text; a float field takes it as the number (files and ``--set`` alike)."""
+    from dist_ctr.config import load_job
+
+    job = load_job(Path("jobs/demo.yaml"), {"optim.sparse.lr": "1e-5", "optim.dense.lr": "2.5E-4"})
+    assert job.optim.sparse.lr == 1e-5 and job.optim.dense.lr == 2.5e-4

@@ -1,4 +1,5 @@
-"""Shared helpers of the real-data examples: find the data, encode columns, build batches, train and evaluate.
+"""Shared helpers of the real-data examples (``scripts/examples/``): find the data, encode columns, build batches,
+train and evaluate.
 
 Notation: ``B`` batch size, ``R`` rows, ``n_dense`` dense width, ``T`` tasks.
 
@@ -33,7 +34,7 @@ from dist_ctr.models import build_model
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
 from dist_ctr.train.engine import History, Trainer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # dist_ctr/bench/examples.py -> the repository
 DATA_ENV = "DIST_CTR_SHARED_DATA"
 
 

@@ -1,7 +1,15 @@
-"""Planted-signal data for ``bench_peer_deepctr.py``'s sequence (DIN, DIEN) and multi-task (SharedBottom, ESMM,
-MMOE, PLE) rows: NumPy only, vectorised, seeded; both libraries get the same arrays.
+"""Planted-signal data of the DeepCTR-Torch peer benchmark (``scripts/bench_peer_deepctr.py``,
+``scripts/peer_trajectory.py``): Criteo-shaped rows for the flat models, their two-label form for the multi-task
+models (SharedBottom, ESMM, MMOE, PLE) and behaviour sequences for DIN / DIEN. NumPy only, vectorised, seeded;
+both libraries get the same arrays.
 
-Notation: ``N`` rows, ``L`` history ``maxlen``, ``V`` items, ``C`` categories, ``T`` tasks.
+Notation: ``N`` rows, ``F`` categorical fields, ``L`` history ``maxlen``, ``V`` items, ``C`` categories, ``T`` tasks.
+
+**Criteo-shaped rows** (:func:`make_data`): 26 categorical features ``C1..C26`` with bounded Zipf ids (exponent
+1.1) over the vocabularies of :func:`vocabularies`, 13 dense features ``I1..I13`` (log-normal counts, log1p and
+scaled to [0, 1] over a fixed range), and a binary label drawn from ``sigmoid(bias + first-order id effects on 8
+fields + rank-4 pairwise effects on 8 field pairs + dense effects + one dense x dense product)``, the bias set for a
+25% CTR; the planted function depends on ``seed`` only, not on the row count.
 
 **Behaviour sequences** (:func:`make_sequence_data`). Item ``i`` has category ``i % C``. Every row has a user (no
 effect), an interest category ``k`` and an interest strength ``rho ~ U(0.2, 0.9)``; a history of ``n ~ U{1..L}``
@@ -17,11 +25,17 @@ alone carries only ``g``; the rest needs the history read against the target (DI
 interest). ``b`` is set by bisection for a 25% CTR; the planted function depends on ``seed`` only, not on ``N``.
 
 **Two tasks** (:func:`conversion_labels`): on top of the flat Criteo-shaped rows (the click label of
-``bench_peer_deepctr.make_data``), a conversion given a click is drawn from ``sigmoid(g)`` with
+:func:`make_data`), a conversion given a click is drawn from ``sigmoid(g)`` with
 ``g = c + 0.6 (z_click - mean) + first-order effects on 4 other fields + a dense effect``, ``c`` set for a 30% mean
 conversion rate; the second label is click-and-convert (CTCVR), so the tasks are correlated and conversion implies
 click (ESMM's setting). The same two labels (``ctr``, ``ctcvr``) serve all four multi-task models.
 
+>>> f = make_data(3000, [50] * 26, seed=0)
+>>> f.sparse.shape, f.dense.shape, bool(0.2 < f.label.mean() < 0.3), bool(0.6 < task_aucs(f.label, f.prob)[0] < 1)
+((3000, 26), (3000, 13), True, True)
+>>> b = to_batches(f.rows(0, 1000), 512)
+>>> len(b), b[0].sparse.keys()[:2], tuple(b[1].labels.shape)
+(2, ['C1', 'C2'], (488, 1))
 >>> d = make_sequence_data(2000, seed=0)
 >>> d.seqs["hist_item_id"].shape, d.label.shape, bool(d.seq_length.min() >= 1)
 ((2000, 20), (2000, 1), True)
@@ -38,11 +52,22 @@ import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from dist_ctr.auc import exact_auc
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat
 
-__all__ = ["SeqData", "conversion_labels", "make_sequence_data", "seq_peer_columns", "seq_schema", "seq_to_batches",
-           "task_aucs"]
+__all__ = ["CRITEO_KAGGLE_CARD", "DENSE_NAMES", "Data", "N_DENSE", "N_SPARSE", "SEQ_LENGTH", "SEQ_TARGETS",
+           "SPARSE_NAMES", "SeqData", "VOCAB_CAP", "conversion_labels", "make_data", "make_sequence_data", "our_schema",
+           "seq_peer_columns", "seq_schema", "seq_to_batches", "task_aucs", "to_batches", "vocabularies",
+           "with_conversions"]
+
+# Criteo (Kaggle display-ads) categorical cardinalities, C1..C26.
+CRITEO_KAGGLE_CARD = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992,
+                      5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)
+VOCAB_CAP = 75_000
+N_SPARSE, N_DENSE = 26, 13
+SPARSE_NAMES = [f"C{i + 1}" for i in range(N_SPARSE)]
+DENSE_NAMES = [f"I{i + 1}" for i in range(N_DENSE)]
 
 SEQ_TARGETS = ("item_id", "cate_id")  # history_feature_list on both sides
 SEQ_LENGTH = "seq_length"  # the peer's length column (VarLenSparseFeat.length_name)
@@ -62,14 +87,107 @@ def _bias_for(logit: np.ndarray, rate: float) -> float:
 
 
 def task_aucs(y: np.ndarray, p: np.ndarray) -> list[float]:
-    """Exact AUC per task: ``y, p: (N, T) | (N,) -> [T floats]`` (float64, ``sklearn.metrics.roc_auc_score``)."""
-    from sklearn.metrics import roc_auc_score
-
+    """Exact AUC per task (:func:`dist_ctr.auc.exact_auc`, float64): ``y, p: (N, T) | (N,) -> [T floats]``."""
     n = y.shape[0]
     y2, p2 = y.reshape(n, -1).astype(np.float64), p.reshape(n, -1).astype(np.float64)  # (N, T)
     if y2.shape[1] != p2.shape[1]:
         raise ValueError(f"labels have {y2.shape[1]} task(s) but predictions {p2.shape[1]}")
-    return [float(roc_auc_score(y2[:, t], p2[:, t])) for t in range(y2.shape[1])]
+    return [exact_auc(p2[:, t], y2[:, t]) for t in range(y2.shape[1])]
+
+
+# ---- Criteo-shaped rows ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Data:
+    """Criteo-shaped rows (:func:`make_data`); multi-task rows (:func:`with_conversions`) have ``(N, T)`` labels."""
+
+    sparse: np.ndarray  # (N, 26) int64
+    dense: np.ndarray  # (N, 13) float32
+    label: np.ndarray  # (N,) float32; (N, T) for the multi-task rows
+    prob: np.ndarray  # (N,) float64, the planted click probability; (N, T) for the multi-task rows
+
+    def rows(self, lo: int, hi: int) -> "Data":
+        return Data(self.sparse[lo:hi], self.dense[lo:hi], self.label[lo:hi], self.prob[lo:hi])
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+
+def vocabularies() -> tuple[list[int], str]:
+    """The 26 vocabulary sizes of the benchmark and where they come from: the ``criteo-kaggle`` preset when
+    ``dist_ctr.data.presets`` exists, else the Criteo-Kaggle cardinalities capped at ``VOCAB_CAP``."""
+    try:
+        from dist_ctr.data.presets import criteo_kaggle_schema  # type: ignore[import-not-found]
+
+        schema = criteo_kaggle_schema(embedding_dim=16)
+        return [int(f.vocabulary_size) for f in schema.sparse_features], "dist_ctr.data.presets criteo-kaggle"
+    except ImportError:
+        return [min(c, VOCAB_CAP) for c in CRITEO_KAGGLE_CARD], f"Criteo-Kaggle cardinalities capped at {VOCAB_CAP:,}"
+
+
+def make_data(n: int, vocabs: list[int], seed: int, ctr: float = 0.25) -> Data:
+    """``n`` Criteo-shaped rows over ``vocabs`` (``F`` sizes) with a planted first-order + pairwise signal (see the
+    module docstring).
+
+    The planted function depends on ``seed`` only (not on ``n``); the bias is set so the mean click probability
+    is ``ctr``.
+    """
+    gp = np.random.default_rng([seed, 0])  # the planted function
+    g = np.random.default_rng([seed, 1])  # the rows
+    first = [(int(f), gp.normal(0.0, 0.5, vocabs[f])) for f in gp.choice(len(vocabs), 8, replace=False)]
+    pairs = []
+    for _ in range(8):
+        f, h = (int(x) for x in gp.choice(len(vocabs), 2, replace=False))
+        pairs.append((f, h, gp.normal(0.0, 0.55, (vocabs[f], 4)), gp.normal(0.0, 0.55, (vocabs[h], 4))))
+    wd = gp.normal(0.0, 1.0, N_DENSE)
+    perms = [gp.permutation(v) for v in vocabs]
+
+    sparse = np.empty((n, len(vocabs)), dtype=np.int64)
+    for f, v in enumerate(vocabs):
+        p = 1.0 / np.arange(1, v + 1, dtype=np.float64) ** 1.1
+        cdf = np.cumsum(p / p.sum())
+        rank = np.minimum(np.searchsorted(cdf, g.random(n)), v - 1)
+        sparse[:, f] = perms[f][rank]  # frequent ids scattered over the table
+    dense = np.log1p(g.lognormal(1.0, 1.2, (n, N_DENSE)))
+    lo, hi = np.log1p(0.0), np.log1p(np.exp(1.0 + 1.2 * 5.0))  # fixed min-max range (not data-dependent)
+    dense = np.clip((dense - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    logit = np.zeros(n)
+    for f, w in first:  # first-order id effects
+        logit += w[sparse[:, f]]
+    for f, h, u, v in pairs:  # rank-4 pairwise effects <u_f[id_f], v_h[id_h]>
+        logit += np.einsum("nk,nk->n", u[sparse[:, f]], v[sparse[:, h]])
+    logit += (dense - dense.mean(0)) @ wd * 3.0 + 8.0 * (dense[:, 0] - 0.3) * (dense[:, 1] - 0.3)
+    lo_b, hi_b = -10.0, 10.0  # bias by bisection: mean sigmoid(logit + b) = ctr
+    for _ in range(50):
+        b = (lo_b + hi_b) / 2
+        lo_b, hi_b = (b, hi_b) if np.mean(1.0 / (1.0 + np.exp(-(logit + b)))) < ctr else (lo_b, b)
+    prob = 1.0 / (1.0 + np.exp(-(logit + b)))
+    label = (g.random(n) < prob).astype(np.float32)
+    return Data(sparse, dense, label, prob)
+
+
+def with_conversions(data: Data, vocabs: list[int], seed: int) -> Data:
+    """The same rows with two labels ``(N, 2)``: the click (``ctr``) and click-and-convert (``ctcvr``); see
+    :func:`conversion_labels`."""
+    ctcvr, p_ctcvr = conversion_labels(data.label, data.prob, data.sparse, data.dense, vocabs, seed)
+    return Data(data.sparse, data.dense, np.stack([data.label, ctcvr], axis=1), np.stack([data.prob, p_ctcvr], axis=1))
+
+
+def our_schema(vocabs: list[int], dim: int, labels: tuple[str, ...] = ("label",)) -> FeatureSchema:
+    """Our schema of the Criteo-shaped rows: ``C1..C26`` (dim ``dim``), ``I1..I13``, one label per task."""
+    feats = [SparseFeat(n, v, dim) for n, v in zip(SPARSE_NAMES, vocabs)] + [DenseFeat(n) for n in DENSE_NAMES]
+    return FeatureSchema(tuple(feats), tuple(LabelSpec(n) for n in labels))
+
+
+def to_batches(d: Data, batch: int) -> list[CTRBatch]:
+    """Key-major KJT batches of ``batch`` rows (int64 ids, int32 lengths), ``(B, 13)`` dense, ``(B, T)`` labels."""
+    out = []
+    for lo in range(0, len(d), batch):
+        part = d.rows(lo, lo + batch)
+        b = len(part)
+        values = torch.from_numpy(np.ascontiguousarray(part.sparse.T).reshape(-1))  # (F * B,) key-major
+        kjt = KeyedJaggedTensor(keys=SPARSE_NAMES, values=values, lengths=torch.ones(b * N_SPARSE, dtype=torch.int32))
+        out.append(CTRBatch(torch.from_numpy(part.dense), kjt, torch.from_numpy(part.label).view(b, -1)))  # (B, T)
+    return out
 
 
 # ---- behaviour sequences ----------------------------------------------------------------------------------------

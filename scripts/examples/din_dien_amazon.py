@@ -22,16 +22,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
+from dist_ctr.bench.examples import (
     Vocab,
     data_file,
     encode_column,
@@ -44,7 +40,7 @@ from _common import (  # noqa: E402
     to_batches,
 )
 
-from dist_ctr.schema import FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat  # noqa: E402
+from dist_ctr.schema import FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat
 
 TAOBAO_PROFILE = ("userid", "pid", "cate_id", "campaign_id", "customer", "brand", "cms_segid", "cms_group_id",
                   "final_gender_code", "age_level", "pvalue_level", "shopping_level", "occupation",

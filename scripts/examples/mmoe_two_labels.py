@@ -17,16 +17,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
+from dist_ctr.bench.examples import (
     Vocab,
     data_file,
     fit_evaluate,
@@ -36,7 +32,7 @@ from _common import (  # noqa: E402
     to_batches,
 )
 
-from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat  # noqa: E402
+from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat
 
 COLUMNS = ("age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
            "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country",

@@ -20,14 +20,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
+from dist_ctr.bench.examples import (
     Vocab,
     encode_column,
     encode_lists,
@@ -40,7 +36,7 @@ from _common import (  # noqa: E402
     to_batches,
 )
 
-from dist_ctr.schema import FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat  # noqa: E402
+from dist_ctr.schema import FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat
 
 FULL = ("user_id", "item_id", "age", "gender", "occupation", "zip_code", "release_year")
 COLD_ITEM = ("user_id", "age", "gender", "occupation", "zip_code")

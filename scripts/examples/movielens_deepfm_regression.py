@@ -16,14 +16,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
+from dist_ctr.bench.examples import (
     encode_column,
     fit_evaluate,
     load_ml100k,
@@ -35,7 +31,7 @@ from _common import (  # noqa: E402
     to_batches,
 )
 
-from dist_ctr.schema import FeatureSchema, LabelSpec, SparseFeat  # noqa: E402
+from dist_ctr.schema import FeatureSchema, LabelSpec, SparseFeat
 
 ML100K_FEATURES = ("user_id", "item_id", "age", "gender", "occupation", "zip_code", "release_year")
 SAMPLE_FEATURES = ("user_id", "item_id", "age", "gender", "occupation", "zip_code")

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "scripts" / "examples"
-sys.path.insert(0, str(EXAMPLES))
+sys.path.insert(0, str(EXAMPLES))  # the example scripts themselves are imported as modules below
 
-import _common  # noqa: E402
+from dist_ctr.bench import examples as _common  # noqa: E402
 
 from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""Seeded data with a planted interaction signal, and an exact AUC.
+"""Seeded data with a planted interaction signal, two planted correlated tasks (:func:`planted_two_tasks`), and
+an exact AUC.
 
 Notation: ``B`` batch, ``F`` categorical fields (vocabulary ``V`` each), ``r`` rank of each pair table.
 
@@ -38,7 +39,7 @@ from dist_ctr.auc import exact_auc
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.schema import DenseFeat, FeatureSchema, SparseFeat
 
-__all__ = ["PlantedData", "auc", "planted_interactions"]
+__all__ = ["PlantedData", "auc", "planted_interactions", "planted_two_tasks"]
 
 
 def auc(scores: Sequence[float] | np.ndarray | torch.Tensor, labels: Sequence[float] | np.ndarray | torch.Tensor) -> float:
@@ -111,3 +112,36 @@ def planted_interactions(
     te_ids, te_dense, te_z, te_y = draw(n_test)
     return PlantedData(schema, batches(tr_ids, tr_dense, tr_y), batches(te_ids, te_dense, te_y), te_z,
                        auc(te_z, te_y))
+
+
+def planted_two_tasks(schema: FeatureSchema, n_train: int = 6000, n_test: int = 2000, batch_size: int = 256,
+                      seed: int = 0) -> tuple[FeatureSchema, list[CTRBatch], list[CTRBatch]]:
+    """Two correlated planted tasks: click ~ Bernoulli(sigmoid(f)), conversion | click ~ Bernoulli(sigmoid(g)),
+    label 2 = click * conversion; ``f`` and ``g`` share the field ``a``.
+
+    ``schema`` has sparse ``a, b, c`` (vocabulary 20), ``tags`` (vocabulary 10, up to 3 ids a row), dense ``x0, x1``
+    and two labels. Returns ``(schema, train batches, test batches)``; deterministic in ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    ids = {k: rng.integers(0, 20, n) for k in ("a", "b", "c")}
+    tags_len = rng.integers(0, 4, n)
+    tags = rng.integers(0, 10, int(tags_len.sum()))
+    x = rng.standard_normal((n, 2)).astype(np.float32)
+    wa, wb, va, vc = (rng.standard_normal(20) * 1.5 for _ in range(4))
+    f = wa[ids["a"]] + wb[ids["b"]] + 0.8 * x[:, 0]
+    g = va[ids["a"]] + vc[ids["c"]] + 0.5
+    click = rng.random(n) < 1 / (1 + np.exp(-f))
+    conv = rng.random(n) < 1 / (1 + np.exp(-g))
+    labels = np.stack([click, click & conv], axis=1).astype(np.float32)
+    off = np.concatenate([[0], np.cumsum(tags_len)])
+    batches = []
+    for st in range(0, n, batch_size):
+        e = min(n, st + batch_size)
+        vals = [ids["a"][st:e], ids["b"][st:e], ids["c"][st:e], tags[off[st]:off[e]]]
+        lens = [np.ones(e - st, np.int64)] * 3 + [tags_len[st:e]]
+        kjt = KeyedJaggedTensor.from_lengths_sync(schema.sparse_names, torch.from_numpy(np.concatenate(vals)),
+                                                  torch.from_numpy(np.concatenate(lens).astype(np.int32)))
+        batches.append(CTRBatch(torch.from_numpy(x[st:e]), kjt, torch.from_numpy(labels[st:e])))
+    k = n_train // batch_size
+    return schema, batches[:k], batches[k:]

@@ -19,7 +19,7 @@ from dist_ctr.models.multitask import ctcvr_logit
 from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat
 from dist_ctr.sparse import materialize
 from dist_ctr.train.task import CTRTask
-from tests.models.planted import auc
+from tests.models.planted import auc, planted_two_tasks
 
 MODELS = ["SharedBottom", "ESMM", "MMOE", "PLE"]
 # MMOE / PLE towers are 32 wide: with DeepCTR-Torch's DNN init (weights N(0, 1e-4), biases U(+-1/sqrt(fan_in)))
@@ -201,33 +201,8 @@ def test_task_config_is_checked_against_the_schema():
 
 # ---- learning two correlated tasks --------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
-def _correlated(n_train: int = 6000, n_test: int = 2000, B: int = 256, seed: int = 0):
-    """click ~ Bernoulli(sigmoid(f)), conversion | click ~ Bernoulli(sigmoid(g)), label 2 = click * conversion;
-    ``f`` and ``g`` share the field ``a`` (correlated tasks)."""
-    rng = np.random.default_rng(seed)
-    s = _schema()
-    n = n_train + n_test
-    ids = {k: rng.integers(0, 20, n) for k in ("a", "b", "c")}
-    tags_len = rng.integers(0, 4, n)
-    tags = rng.integers(0, 10, int(tags_len.sum()))
-    x = rng.standard_normal((n, 2)).astype(np.float32)
-    wa, wb, va, vc = (rng.standard_normal(20) * 1.5 for _ in range(4))
-    f = wa[ids["a"]] + wb[ids["b"]] + 0.8 * x[:, 0]
-    g = va[ids["a"]] + vc[ids["c"]] + 0.5
-    click = rng.random(n) < 1 / (1 + np.exp(-f))
-    conv = rng.random(n) < 1 / (1 + np.exp(-g))
-    labels = np.stack([click, click & conv], axis=1).astype(np.float32)
-    off = np.concatenate([[0], np.cumsum(tags_len)])
-    batches = []
-    for st in range(0, n, B):
-        e = min(n, st + B)
-        vals = [ids["a"][st:e], ids["b"][st:e], ids["c"][st:e], tags[off[st]:off[e]]]
-        lens = [np.ones(e - st, np.int64)] * 3 + [tags_len[st:e]]
-        kjt = KeyedJaggedTensor.from_lengths_sync(s.sparse_names, torch.from_numpy(np.concatenate(vals)),
-                                                  torch.from_numpy(np.concatenate(lens).astype(np.int32)))
-        batches.append(CTRBatch(torch.from_numpy(x[st:e]), kjt, torch.from_numpy(labels[st:e])))
-    k = n_train // B
-    return s, batches[:k], batches[k:]
+def _correlated():
+    return planted_two_tasks(_schema(), n_train=6000, n_test=2000, batch_size=256, seed=0)
 
 
 @pytest.mark.parametrize("name", MODELS)
