@@ -19,7 +19,7 @@ drawn from ``sigmoid(bias + first-order id effects on 8 fields + rank-4 pairwise
 effects + one dense x dense product)``, the bias set for a 25% CTR; the planted function depends on ``--data-seed``
 only, not on the row count. The same arrays, same row order, feed both libraries: DeepCTR-Torch gets
 ``dict[column -> np.ndarray]`` (int64 ids, float32 dense, as a label-encoded DataFrame would give), dist_ctr gets
-``CTRBatch`` es cut from the same rows (key-major KJT, int64 ids, int32 lengths).
+batches (``CTRBatch``) cut from the same rows (key-major KJT, int64 ids, int32 lengths).
 
 Sequence and multi-task models get their own data (:mod:`dist_ctr.bench.peer_data`, same seed, same row counts):
   - ``DIN``, ``DIEN``: behaviour sequences: ``user``, target ``item_id`` / ``cate_id``, histories
@@ -114,7 +114,7 @@ import torch
 # TorchRec (and torch._dynamo through it) before the TensorFlow stand-in: dynamo probes `tensorflow` at import.
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor  # noqa: F401
 
-from dist_ctr.bench.peer import (SET_BOTH, SPARSE_ONLY_DNN, OursRunner, PeerRunner, import_peer, our_config,
+from dist_ctr.bench.peer import (BOTH_SIDES, SET_BOTH, SPARSE_ONLY_DNN, OursRunner, PeerRunner, import_peer, our_config,
                                  peer_columns, peer_model, peer_x)
 from dist_ctr.bench.peer_data import (SPARSE_NAMES, Data, SeqData, make_data, make_sequence_data, our_schema,
                                       seq_peer_columns, seq_schema, seq_to_batches, task_aucs, to_batches,
