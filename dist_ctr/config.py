@@ -88,6 +88,16 @@ class CheckpointSection:
 
 
 @dataclass
+class StopAtSection:
+    """End training at the first evaluation whose ``metric`` reaches ``value`` (MLPerf's time to target):
+    ``>= value`` for AUCs, ``<= value`` for losses (``logloss``, ``mse``, ``loss``). ``metric`` is a key of the
+    evaluation's metrics: ``auc``, ``logloss``, or ``<task>/auc`` for a multi-task model."""
+
+    value: float
+    metric: str = "auc"
+
+
+@dataclass
 class TrainSection:
     epochs: int = ranged(1, ge=1)
     max_steps: int = ranged(0, ge=0)
@@ -98,6 +108,11 @@ class TrainSection:
     eval_train: bool = False
     loss_reduction: Literal["mean", "sum"] = "mean"
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    stop_at: Optional[StopAtSection] = None
+
+    def __post_init__(self) -> None:
+        if self.stop_at is not None and not self.eval_every_steps:
+            raise ConfigError("stop_at: needs eval_every_steps > 0 (the evaluations that check the target)")
 
 
 @dataclass

@@ -22,10 +22,11 @@ from dist_ctr.data.reports import report_rows
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.model_parallel import quiet_torchrec
 from dist_ctr.schema import FeatureSchema
-from dist_ctr.strict import to_dict
+from dist_ctr.strict import ConfigError, to_dict
 from dist_ctr.train import checkpoint as ckpt
 from dist_ctr.train.engine import History, Trainer
 from dist_ctr.train.observability import RunLogger
+from dist_ctr.train.schedule import TargetStop
 
 
 @dataclass
@@ -157,6 +158,10 @@ def run_job(job: JobConfig, env: DistEnv, callbacks: tuple = (), verbose: bool =
               f"features | {env.world_size} worker(s) on {env.device.type} | sparse optimizer "
               f"{job.optim.sparse.name} (fused) | dense {job.optim.dense.name}", flush=True)
     run_log = RunLogger.for_job(job, env.is_main)
+    if tc.stop_at is not None:
+        if eval_data is None:
+            raise ConfigError("train.stop_at: needs data.eval (the evaluations that check the target)")
+        callbacks = (*callbacks, TargetStop(tc.stop_at.metric, tc.stop_at.value, announce=env.is_main and verbose))
     try:
         result, train_time = _train_and_evaluate(job, schema, env, trainer, train_data, eval_data, train_cfg,
                                                  (run_log, *callbacks), run_log, verbose)

@@ -11,12 +11,14 @@ end of an epoch ``fit`` asks again with ``epoch_end=True``. The schedules only d
 >>> ev = EvalSchedule(every_steps=5, at_epoch_end=False)
 >>> ev.due(10), ev.due(11), ev.due(11, epoch_end=True)
 (True, False, False)
+>>> TargetStop("auc", 0.8).reached({"auc": 0.81}), TargetStop("logloss", 0.45).reached({"logloss": 0.46})
+(True, False)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,43 @@ class EvalSchedule:
         if epoch_end:
             return self.at_epoch_end
         return EveryNSteps(self.every_steps).due(step)
+
+
+_LOWER_IS_BETTER = ("logloss", "mse", "loss")
+
+
+@dataclass
+class TargetStop:
+    """Engine callback: ``on_evaluate`` ends training (``trainer.stop_training``) at the first evaluation whose
+    ``metric`` reaches ``value`` (``>=``, or ``<=`` for a loss). Every rank sees the same reduced metrics, so every
+    rank stops after the same step.
+
+    Args:
+        metric (str): a key of the evaluation's metrics (``auc``, ``logloss``, ``<task>/auc``).
+        value (float): the target.
+        announce (bool): print one line when the target is reached (rank 0).
+    """
+
+    metric: str
+    value: float
+    announce: bool = False
+    reached_at: Optional[int] = None
+
+    def reached(self, metrics: dict[str, Any]) -> bool:
+        """Whether ``metrics`` meet the target; a missing metric is a config error naming what exists."""
+        if self.metric not in metrics:
+            from dist_ctr.strict import ConfigError
+
+            raise ConfigError(f"train.stop_at.metric: {self.metric!r} is not an evaluation metric (have: "
+                              f"{sorted(metrics)})")
+        v = float(metrics[self.metric])
+        lower = self.metric.rsplit("/", 1)[-1] in _LOWER_IS_BETTER
+        return v <= self.value if lower else v >= self.value
+
+    def on_evaluate(self, trainer: Any, step: int, metrics: dict[str, Any]) -> None:
+        if self.reached_at is None and self.reached(metrics):
+            self.reached_at = step
+            trainer.stop_training = True
+            if self.announce:
+                print(f"[train] stop_at: {self.metric} {float(metrics[self.metric]):.5f} reached the target "
+                      f"{self.value} at step {step}", flush=True)

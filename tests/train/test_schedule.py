@@ -10,8 +10,10 @@ import pytest
 import torch
 import yaml
 
+
 from dist_ctr.distributed.env import DistEnv, init_process_group
 from dist_ctr.models import build_model
+from dist_ctr.strict import ConfigError
 from dist_ctr.train.engine import Trainer
 from dist_ctr.train.schedule import CheckpointSchedule, EvalSchedule, EveryNSteps
 from tests.distributed.equivalence_jobs import global_batches, tiny_schema
@@ -116,7 +118,7 @@ def job_dir(tmp_path_factory):
     return d
 
 
-def _run(job_dir: Path, env: DistEnv, name: str, eval_every_steps: int):
+def _run(job_dir: Path, env: DistEnv, name: str, eval_every_steps: int, stop_at: dict | None = None):
     from dist_ctr.config import load_job
     from dist_ctr.train.job import run_job
 
@@ -127,7 +129,8 @@ def _run(job_dir: Path, env: DistEnv, name: str, eval_every_steps: int):
                            "row_group_rows": 128, "seed": 5},
                  "train": {"batch_size": BATCH}, "eval": {"batch_size": 128}},
         "model": {"name": "LogisticRegression"},
-        "train": {"epochs": EPOCHS, "log_every": 4, "progress": False, "eval_every_steps": eval_every_steps},
+        "train": {"epochs": EPOCHS, "log_every": 4, "progress": False, "eval_every_steps": eval_every_steps,
+                  **({"stop_at": stop_at} if stop_at else {})},
         "output_dir": str(job_dir / "out"),
     }
     (job_dir / f"{name}.yaml").write_text(yaml.safe_dump(raw))
@@ -148,3 +151,17 @@ def test_eval_every_steps_reaches_the_job(job_dir, env, every, expected):
     assert mid == [s for s in expected if every and s % every == 0]
     assert res.metrics == {k: v for k, v in evals[-1].items() if k not in ("step", "kind", "split")}
     assert "val_auc" not in res.history.history  # the job's fit never evaluates at epoch ends itself
+
+
+def test_stop_at_ends_training_at_the_first_evaluation_reaching_the_target(job_dir, env):
+    _, evals = _run(job_dir, env, "full", 2)
+    aucs = {r["step"]: r["auc"] for r in evals}
+    target = aucs[6]
+    first = min(step for step, auc in aucs.items() if auc >= target)  # 6, or earlier if an earlier eval tied it
+    res, stopped = _run(job_dir, env, "stop", 2, {"metric": "auc", "value": target})
+    assert res.steps == first and [r["step"] for r in stopped] == [s for s in sorted(aucs) if s <= first]
+    assert res.metrics["auc"] == pytest.approx(aucs[first])
+    with pytest.raises(ConfigError, match=r"train.stop_at.metric: 'aucc' is not an evaluation metric"):
+        _run(job_dir, env, "typo", 2, {"metric": "aucc", "value": 0.5})
+    with pytest.raises(ConfigError, match=r"stop_at: needs eval_every_steps > 0"):
+        _run(job_dir, env, "noeval", 0, {"value": 0.5})
