@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from typing import Any, Optional, Sequence
@@ -41,15 +40,9 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _runtime_env(text: Optional[str]) -> Optional[dict[str, Any]]:
-    if not text:
-        return None
-    try:
-        env = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--runtime-env-json is not valid JSON: {e}") from None
-    if not isinstance(env, dict):
-        raise ConfigError(f"--runtime-env-json must be a JSON object, got {type(env).__name__}")
-    return env
+    from dist_ctr.cli_registry import parse_json_object
+
+    return parse_json_object(text, "--runtime-env-json")
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -18,11 +18,11 @@ from typing import Any, Optional
 
 from dist_ctr.strict import ConfigError
 
-__all__ = ["add_registry_command", "parse_storage_options"]
+__all__ = ["add_registry_command", "parse_json_object", "parse_storage_options"]
 
 
-def parse_storage_options(text: Optional[str], flag: str = "--storage-options") -> Optional[dict[str, Any]]:
-    """A JSON object given on the command line, or None."""
+def parse_json_object(text: Optional[str], flag: str = "--storage-options") -> Optional[dict[str, Any]]:
+    """A JSON object given on the command line as ``flag``, or None; anything else is a ``ConfigError``."""
     if not text:
         return None
     try:
@@ -32,6 +32,9 @@ def parse_storage_options(text: Optional[str], flag: str = "--storage-options") 
     if not isinstance(opts, dict):
         raise ConfigError(f"{flag} must be a JSON object, got {type(opts).__name__}")
     return opts
+
+
+parse_storage_options = parse_json_object  # ``--storage-options JSON``
 
 
 def _registry(args: argparse.Namespace):
