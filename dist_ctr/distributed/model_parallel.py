@@ -2,7 +2,9 @@
 
 1. fused sparse optimizer marked on the embedding parameters (``apply_optimizer_in_backward``);
 2. sharding plan, computed collectively so every rank agrees;
-3. ``DistributedModelParallel`` (shards EBC / EC, wraps the rest in DDP), also at world size 1 (one code path);
+3. ``DistributedModelParallel`` (shards EBC / EC, wraps the rest in DDP), also at world size 1 (one code path;
+   there the dense part is only moved to the device: DDP would add a reducer, gradient buckets and a gloo
+   all-reduce per step that change nothing with one rank; state-dict keys are the same either way);
 4. deterministic embedding init, identical whatever the sharding (so 1 and N workers start from the same model);
 5. the combined (fused sparse + dense) optimizer.
 
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.model_parallel import DataParallelWrapper, DefaultDataParallelWrapper, DistributedModelParallel
 from torchrec.distributed.types import ShardingEnv
 from torchrec.optim.keyed import CombinedOptimizer
 
@@ -43,6 +45,16 @@ def quiet_torchrec() -> None:
     for name in ("torchrec", "torchrec.distributed", "torchrec.distributed.planner", "torch.distributed",
                  "torch.fx._symbolic_trace", "torch.fx"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class SingleProcessWrapper(DataParallelWrapper):
+    """DMP's data-parallel step at world size 1: the unsharded (dense) modules are moved to the device, not
+    wrapped in DDP."""
+
+    def wrap(self, dmp: DistributedModelParallel, env: ShardingEnv, device: torch.device) -> None:
+        if env.world_size != 1:
+            raise ValueError(f"SingleProcessWrapper is for world size 1, got {env.world_size}")
+        dmp._dmp_wrapped_module = dmp._dmp_wrapped_module.to(device)
 
 
 @dataclass
@@ -166,6 +178,7 @@ def parallelize(
             device=env.device,
             plan=plan,
             sharders=sharders,
+            data_parallel_wrapper=SingleProcessWrapper() if env.world_size == 1 else DefaultDataParallelWrapper(),
         )
     init_embeddings(dmp, tables, seed, stds)
     optimizer = combined_optimizer(dmp, dense_optim)

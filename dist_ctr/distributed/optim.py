@@ -33,15 +33,16 @@ def sparse_optimizer_spec(cfg: SparseOptimConfig) -> tuple[type[torch.optim.Opti
     raise ValueError(f"optim.sparse.name: unknown optimizer {cfg.name!r}")
 
 
-def embedding_parameters(module: nn.Module) -> list[nn.Parameter]:
-    """Parameters of every TorchRec EmbeddingBagCollection / EmbeddingCollection in ``module``."""
+def _collections(module: nn.Module) -> list[nn.Module]:
+    """Every TorchRec EmbeddingBagCollection / EmbeddingCollection in ``module``."""
     from torchrec import EmbeddingBagCollection, EmbeddingCollection
 
-    params: list[nn.Parameter] = []
-    for m in module.modules():
-        if isinstance(m, (EmbeddingBagCollection, EmbeddingCollection)):
-            params.extend(m.parameters())
-    return params
+    return [m for m in module.modules() if isinstance(m, (EmbeddingBagCollection, EmbeddingCollection))]
+
+
+def embedding_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """Parameters of every TorchRec EmbeddingBagCollection / EmbeddingCollection in ``module``."""
+    return [p for m in _collections(module) for p in m.parameters()]
 
 
 def mark_fused_sparse(module: nn.Module, cfg: SparseOptimConfig) -> None:
@@ -52,20 +53,25 @@ def mark_fused_sparse(module: nn.Module, cfg: SparseOptimConfig) -> None:
         apply_optimizer_in_backward(cls, params, kwargs)
 
 
+# torch optimizers with a fused (one kernel over all parameters) implementation on CPU and CUDA.
+FUSED_DENSE = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
+               "sgd": torch.optim.SGD}
+DENSE = {**FUSED_DENSE, "rmsprop": torch.optim.RMSprop}
+
+
 def dense_optimizer(params: Iterable[tuple[str, nn.Parameter]], cfg: DenseOptimConfig) -> KeyedOptimizerWrapper:
+    """The dense optimizer over ``params``: the fused implementation where torch has one (Adam, AdamW, Adagrad,
+    SGD), else the multi-tensor (``foreach``) one; same update rule as the per-parameter loop, one pass over
+    all tensors per step instead of a few small kernels per parameter."""
     named = dict(params)
-    if cfg.name == "adam":
-        make = lambda ps: torch.optim.Adam(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
-    elif cfg.name == "adamw":
-        make = lambda ps: torch.optim.AdamW(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
-    elif cfg.name == "adagrad":
-        make = lambda ps: torch.optim.Adagrad(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
-    elif cfg.name == "rmsprop":
-        make = lambda ps: torch.optim.RMSprop(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
-    elif cfg.name == "sgd":
-        make = lambda ps: torch.optim.SGD(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
-    else:
+    if cfg.name not in DENSE:
         raise ValueError(f"optim.dense.name: unknown optimizer {cfg.name!r}")
+    cls = DENSE[cfg.name]
+    fast = {"fused": True} if cfg.name in FUSED_DENSE else {"foreach": True}
+
+    def make(ps: Any) -> torch.optim.Optimizer:
+        return cls(ps, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+
     return KeyedOptimizerWrapper(named, make)
 
 

@@ -215,7 +215,8 @@ class Trainer:
     def train_step(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of the plain loop. Returns (loss, logits) detached."""
         self._detach_pipeline()
-        self.dmp.train()
+        if not self.dmp.training:  # ``train()`` walks every submodule: only when an evaluation switched it off
+            self.dmp.train()
         batch = batch.to(self.env.device, non_blocking=True)
         loss, (loss_d, logits, _labels, _w) = self.dmp(batch)
         loss.backward()  # fused sparse optimizer updates the embeddings here
