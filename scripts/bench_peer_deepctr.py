@@ -61,7 +61,10 @@ Hyper-parameters, identical on both sides:
     :func:`peer_style_init`; ``engine``: the engine's own init, the same distribution ``N(0, init_std)`` drawn by
     its deterministic per-(seed, table, row block) generator). Default: ``rowwise_adagrad/mean/engine``
     (headline: what a job gets), ``adagrad/sum/engine`` (what the compat facade's ``compile("adagrad")`` gets:
-    DeepCTR-Torch's optimizer and loss), ``rowwise_adagrad/mean/peer``.
+    DeepCTR-Torch's optimizer and loss), ``rowwise_adagrad/mean/peer``. The variant ``facade`` is what a
+    DeepCTR-Torch user meets: the peer's own program with ``deepctr_torch`` swapped for ``dist_ctr.compat``
+    (same column and model calls, ``compile("adagrad", "binary_crossentropy")``, ``fit`` per chunk of rows at
+    ``--batch``; :mod:`dist_ctr.bench.facade`), its input preparation timed like the peer's.
   - what still differs by construction: DeepCTR adds ``l2_reg_embedding * ||table||^2`` over *whole* tables each
     step (so every row decays, seen or not); ours puts the same coefficient on the looked-up rows (batch mean).
     Our "dim-1" linear tables are 4 columns read as their mean (FBGEMM needs widths divisible by 4; the same
@@ -93,6 +96,8 @@ Usage:
     .venv/bin/python scripts/bench_peer_deepctr.py --quick                                     # smoke run
     .venv/bin/python scripts/bench_peer_deepctr.py --models DeepFM --seeds 1,2,3 --lrs 0.005,0.01,0.02
     .venv/bin/python scripts/bench_peer_deepctr.py --models DIN,DIEN,MMOE,ESMM,PLE,SharedBottom --seeds 0,1,2
+    # the facade at the user's batch size, with where each step's time goes:
+    .venv/bin/python scripts/bench_peer_deepctr.py --variants facade --batch 1024 --breakdown 256,1024,4096
 """
 
 from __future__ import annotations
@@ -114,6 +119,8 @@ import torch
 # TorchRec (and torch._dynamo through it) before the TensorFlow stand-in: dynamo probes `tensorflow` at import.
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor  # noqa: F401
 
+from dist_ctr.bench.breakdown import format_breakdown
+from dist_ctr.bench.facade import COMPAT, FacadeRunner
 from dist_ctr.bench.peer import (BOTH_SIDES, SET_BOTH, SPARSE_ONLY_DNN, OursRunner, PeerRunner, import_peer, our_config,
                                  peer_columns, peer_model, peer_x)
 from dist_ctr.bench.peer_data import (SPARSE_NAMES, Data, SeqData, make_data, make_sequence_data, our_schema,
@@ -132,6 +139,8 @@ MULTITASK_MODELS = ("SharedBottom", "ESMM", "MMOE", "PLE")  # the flat rows with
 MULTITASK_LABELS = ("ctr", "ctcvr")
 # ours: <fused sparse optimizer>/<loss reduction>/<table init> (see run_ours); the first is the headline.
 DEFAULT_VARIANTS = ("rowwise_adagrad/mean/engine", "adagrad/sum/engine", "rowwise_adagrad/mean/peer")
+FACADE = "facade"  # the variant that runs the peer's own program with the prefix swapped (dist_ctr.bench.facade)
+BY_ROWS = ("peer", FACADE)  # sides that take rows (a DeepCTR-style dict), not pre-built batches
 
 
 def family(name: str) -> str:
@@ -148,6 +157,7 @@ class DataSet:
         train, test (Data | SeqData): the rows.
         schema (FeatureSchema): ours.
         cols (list): the peer's feature columns.
+        facade_cols (list): the same columns built by ``dist_ctr.compat`` (the facade variant's).
         batches, test_batches (list[CTRBatch]): ours (train: ``--batch`` rows each; test: 8192).
         task_names (tuple[str, ...]): the label columns, in order.
         ceilings (list[float]): AUC of the planted probability on the test rows, per task.
@@ -158,6 +168,7 @@ class DataSet:
     test: Any
     schema: FeatureSchema
     cols: list[Any]
+    facade_cols: list[Any]
     batches: list[CTRBatch]
     test_batches: list[CTRBatch]
     task_names: tuple[str, ...]
@@ -204,7 +215,10 @@ def run_pair(dc: types.ModuleType, name: str, ds: DataSet, cfg: dict[str, Any], 
         row["peer_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
     for v in variants:
         try:
-            sides.append((v, OursRunner(name, cfg, schema, env, v, lr, B, seed, args.sparse_eps)))
+            if v == FACADE:
+                sides.append((v, facade_runner(name, ds, lr, seed, B, args.sparse_eps)))
+            else:
+                sides.append((v, OursRunner(name, cfg, schema, env, v, lr, B, seed, args.sparse_eps)))
         except Exception as e:  # noqa: BLE001
             row["ours"][v] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
     failed: set[str] = set()
@@ -224,7 +238,7 @@ def run_pair(dc: types.ModuleType, name: str, ds: DataSet, cfg: dict[str, Any], 
             return None
 
     for key, r in sides:
-        call(key, lambda r=r: r.warm(train.rows(0, W * B) if key == "peer" else batches[:W]))
+        call(key, lambda r=r, key=key: r.warm(train.rows(0, W * B) if key in BY_ROWS else batches[:W]))
     ratios: dict[str, list[float]] = {v: [] for v in variants}
     k = 0
     for _ in range(args.epochs):
@@ -234,7 +248,7 @@ def run_pair(dc: types.ModuleType, name: str, ds: DataSet, cfg: dict[str, Any], 
             k += 1
             secs: dict[str, float] = {}
             for key, r in order:
-                chunk = train.rows(lo * B, hi * B) if key == "peer" else batches[lo:hi]
+                chunk = train.rows(lo * B, hi * B) if key in BY_ROWS else batches[lo:hi]
                 dt = call(key, lambda r=r, chunk=chunk: r.train_chunk(chunk))
                 if dt is not None:
                     secs[key] = dt
@@ -247,13 +261,36 @@ def run_pair(dc: types.ModuleType, name: str, ds: DataSet, cfg: dict[str, Any], 
             if a is not None:
                 row["peer"] = {**r.timing.result(B), **auc_fields(a, ds.task_names)}
         else:
-            a = call(key, lambda r=r: r.auc(test_batches, test.label))
+            a = call(key, lambda r=r, key=key: r.auc(test) if key == FACADE else r.auc(test_batches, test.label))
             if a is not None:
                 row["ours"][key] = {**r.timing.result(B), **auc_fields(a, ds.task_names)}
                 if ratios[key]:
                     row["ours"][key]["speedup"] = float(np.median(ratios[key]))
     del sides
     return row
+
+
+def facade_runner(name: str, ds: DataSet, lr: float, seed: int, batch: int, eps: float) -> FacadeRunner:
+    """The facade side: the peer's program with ``dist_ctr.compat`` for ``deepctr_torch`` (AFM / CCPM: sparse
+    DNN columns, as the peer gets them)."""
+    dnn_cols = ([c for c in ds.facade_cols if isinstance(c, COMPAT.inputs.SparseFeat)] if name in SPARSE_ONLY_DNN
+                else None)
+    return FacadeRunner(name, ds.facade_cols, lr, seed, batch, dnn_cols, eps)
+
+
+def breakdowns(name: str, ds: DataSet, lr: float, seed: int, batches: list[int], steps: int,
+               eps: float) -> dict[str, dict[str, float]]:
+    """Where the facade's training time goes at each batch size (fresh model, 2 untimed steps, then ``steps``
+    profiled steps); prints one line per batch size and returns batch -> part -> ms per step."""
+    out: dict[str, dict[str, float]] = {}
+    for b in batches:
+        r = facade_runner(name, ds, lr, seed, b, eps)
+        r.warm(ds.train.rows(0, 2 * b))
+        split = r.breakdown(ds.train.rows(2 * b, (2 + steps) * b))
+        print(format_breakdown(f"breakdown {name} facade batch {b}", split), flush=True)
+        out[str(b)] = {**split.per_step_ms(), "wall_ms_per_step": split.wall_ms / max(1, split.steps)}
+        del r
+    return out
 
 
 def peer_step_rate(dc: types.ModuleType, name: str, cols: list[Any], lr: float, train: Data | SeqData, batch: int,
@@ -303,6 +340,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=3, help="batches trained untimed first, on both sides")
     ap.add_argument("--dim", type=int, default=16)
+    ap.add_argument("--vocab-cap", type=int, default=0,
+                    help="cap every vocabulary at this size (0: the criteo-kaggle preset's); the peer's dense "
+                    "Adagrad touches every row of every table each step, so its speed depends on this")
     ap.add_argument("--lrs", default="0.01", help="comma-separated Adagrad learning rates, each used on both sides")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                     help="ours: comma-separated <fused sparse optimizer>/<mean|sum loss>/<peer|engine init>; "
@@ -318,6 +358,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a constructor argument set on both sides for every model that takes it (VALUE a Python "
                     "literal, e.g. --set l2_reg_embedding=0); repeatable")
+    ap.add_argument("--breakdown", default="", metavar="BATCHES",
+                    help="comma-separated batch sizes: profile the facade per model at each and print where a "
+                    "step's time goes (input prep, lookup, embedding backward + update, interaction, tower, loss, "
+                    "dense optimizer, engine, python); e.g. --breakdown 256,1024,4096")
+    ap.add_argument("--breakdown-steps", type=int, default=8, help="profiled steps per --breakdown batch size")
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--quick", action="store_true", help=f"smoke run: {','.join(QUICK_MODELS)}, 60k/20k rows")
     args = ap.parse_args()
@@ -340,9 +385,11 @@ def main() -> None:
     lrs = [float(x) for x in args.lrs.split(",") if x]
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
+        if v == FACADE:
+            continue
         parts = v.split("/")
         if len(parts) != 3 or parts[1] not in ("mean", "sum") or parts[2] not in ("peer", "engine"):
-            raise SystemExit(f"--variants: {v!r} is not <optimizer>/<mean|sum>/<peer|engine>")
+            raise SystemExit(f"--variants: {v!r} is not {FACADE!r} or <optimizer>/<mean|sum>/<peer|engine>")
     models = [m for m in (args.models.split(",") if args.models else DEFAULT_MODELS) if m]
     both = [m for m in models if m in MODEL_REGISTRY and hasattr(dc.models, m)]
     for m in [m for m in models if m not in both]:
@@ -350,6 +397,8 @@ def main() -> None:
 
     families = {family(m) for m in both}
     vocabs, vocab_src = vocabularies()
+    if args.vocab_cap:
+        vocabs, vocab_src = [min(v, args.vocab_cap) for v in vocabs], f"{vocab_src}, capped at {args.vocab_cap:,}"
     datasets: dict[str, DataSet] = {}
     lines: list[str] = []
     n_train, n_all = args.train_rows, args.train_rows + args.test_rows
@@ -357,10 +406,10 @@ def main() -> None:
         t0 = time.perf_counter()
         data = make_data(n_all, vocabs, args.data_seed)
         gen_s = time.perf_counter() - t0
-        cols = peer_columns(dc, vocabs, args.dim)
+        cols, fcols = peer_columns(dc, vocabs, args.dim), peer_columns(COMPAT, vocabs, args.dim)
         if "flat" in families:
             train, test = data.rows(0, n_train), data.rows(n_train, n_all)
-            datasets["flat"] = DataSet("flat", train, test, our_schema(vocabs, args.dim), cols,
+            datasets["flat"] = DataSet("flat", train, test, our_schema(vocabs, args.dim), cols, fcols,
                                        to_batches(train, args.batch), to_batches(test, 8192), ("label",),
                                        task_aucs(test.label, test.prob))
         ceiling = task_aucs(data.label[n_train:], data.prob[n_train:])[0]
@@ -372,7 +421,7 @@ def main() -> None:
             t0 = time.perf_counter()
             mt = with_conversions(data, vocabs, args.data_seed)
             train, test = mt.rows(0, n_train), mt.rows(n_train, n_all)
-            ds = DataSet("multitask", train, test, our_schema(vocabs, args.dim, MULTITASK_LABELS), cols,
+            ds = DataSet("multitask", train, test, our_schema(vocabs, args.dim, MULTITASK_LABELS), cols, fcols,
                          to_batches(train, args.batch), to_batches(test, 8192), MULTITASK_LABELS,
                          task_aucs(test.label, test.prob))
             datasets["multitask"] = ds
@@ -388,6 +437,7 @@ def main() -> None:
         train, test = sq.rows(0, n_train), sq.rows(n_train, n_all)
         schema = seq_schema(sq, args.dim)
         ds = DataSet("sequence", train, test, schema, seq_peer_columns(dc, sq, args.dim),
+                     seq_peer_columns(COMPAT, sq, args.dim),
                      seq_to_batches(train, schema, args.batch), seq_to_batches(test, schema, 8192), ("label",),
                      task_aucs(test.label, test.prob))
         datasets["sequence"] = ds
@@ -454,6 +504,10 @@ def main() -> None:
                     else:
                         print_line(name, tag, f"ours {v}", r, row.get("peer"))
                 row.pop("peer_dnn_cols", None)
+                if args.breakdown and seed == seeds[0] and lr == lrs[0]:
+                    row["breakdown_ms_per_step"] = breakdowns(
+                        name, ds, lr, seed, [int(b) for b in args.breakdown.split(",") if b], args.breakdown_steps,
+                        args.sparse_eps)
                 results.append(row)
     print_summary(results, variants, {k: d.ceiling_text() for k, d in datasets.items()})
     if args.json:

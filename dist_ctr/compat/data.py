@@ -34,6 +34,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+from torch.autograd.profiler import record_function
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.data.batch import CTRBatch
@@ -105,7 +106,8 @@ class PreparedData:
         schema (FeatureSchema): the model's features (KJT keys = ``schema.sparse_names``).
         n_rows (int): ``N``.
         dense (np.ndarray): ``(N, n_dense)`` float32.
-        singles (np.ndarray): ``(N, F1)`` int64 ids of the single-id sparse features.
+        single_fm (np.ndarray): ``(F1, N)`` int64 ids of the single-id sparse features, feature-major (the
+            KJT's key-major order, so a batch is one gather).
         varlen (dict[str, tuple[np.ndarray, np.ndarray]]): name -> (left-aligned ids ``(N, L)``, lengths ``(N,)``).
         labels (np.ndarray | None): ``(N, T)`` float32.
     """
@@ -113,42 +115,57 @@ class PreparedData:
     schema: FeatureSchema
     n_rows: int
     dense: np.ndarray
-    singles: np.ndarray
+    single_fm: np.ndarray
     varlen: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     labels: Optional[np.ndarray] = None
 
-    def batch(self, rows: np.ndarray) -> CTRBatch:
-        """The rows ``rows`` (``(B,)`` indices) as one :class:`CTRBatch`."""
-        B = len(rows)
-        single_t = self.singles[rows].T  # (F1, B)
-        single_pos = {f.name: i for i, f in enumerate(self.schema.single_sparse)}
-        ones = np.ones(B, dtype=np.int32)
-        vals: list[np.ndarray] = []
-        lens: list[np.ndarray] = []
-        for f in self.schema.sparse_features:
-            if f.name in single_pos:
-                vals.append(single_t[single_pos[f.name]])
-                lens.append(ones)
-            else:
-                ids, lengths = self.varlen[f.name]
-                ids_b, len_b = ids[rows], lengths[rows]  # (B, L), (B,)
-                mask = np.arange(ids_b.shape[1])[None, :] < len_b[:, None]  # (B, L)
-                vals.append(ids_b[mask])
-                lens.append(len_b)
-        kjt = KeyedJaggedTensor(
-            keys=self.schema.sparse_names,
-            values=torch.from_numpy(np.concatenate(vals) if vals else np.zeros(0, np.int64)),
-            lengths=torch.from_numpy(np.concatenate(lens) if lens else np.zeros(0, np.int32)),
-        )
+    def batch(self, rows: np.ndarray | slice) -> CTRBatch:
+        """The rows ``rows`` (``(B,)`` indices or a slice) as one :class:`CTRBatch`.
+
+        Vectorised: one gather of all single-id features straight into the KJT's key-major layout ``(F1, B)``,
+        one masked gather per var-len feature; lengths and offsets of single-id keys are ``1`` and ``0..F1*B``.
+        """
+        with record_function("dc:data.batch"):
+            return self._batch(rows)
+
+    def _batch(self, rows: np.ndarray | slice) -> CTRBatch:
+        dense = np.ascontiguousarray(self.dense[rows])  # (B, n_dense)
+        B = dense.shape[0]
+        single_fm = self.single_fm[:, rows]  # (F1, B) key-major
+        if not self.varlen:
+            values = torch.from_numpy(np.ascontiguousarray(single_fm).reshape(-1))  # (F1 * B,)
+            n = values.numel()
+            lengths = torch.ones(n, dtype=torch.int32)
+            offsets = torch.arange(n + 1, dtype=torch.int32)
+        else:
+            single_pos = {f.name: i for i, f in enumerate(self.schema.single_sparse)}
+            ones = np.ones(B, dtype=np.int32)
+            vals: list[np.ndarray] = []
+            lens: list[np.ndarray] = []
+            for f in self.schema.sparse_features:
+                if f.name in single_pos:
+                    vals.append(single_fm[single_pos[f.name]])
+                    lens.append(ones)
+                else:
+                    ids, lengths_all = self.varlen[f.name]
+                    ids_b, len_b = ids[rows], lengths_all[rows]  # (B, L), (B,)
+                    mask = np.arange(ids_b.shape[1])[None, :] < len_b[:, None]  # (B, L)
+                    vals.append(ids_b[mask])
+                    lens.append(len_b)
+            values = torch.from_numpy(np.concatenate(vals) if vals else np.zeros(0, np.int64))
+            lengths = torch.from_numpy(np.concatenate(lens) if lens else np.zeros(0, np.int32))
+            offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int32)
+            torch.cumsum(lengths, 0, out=offsets[1:])
+        kjt = KeyedJaggedTensor(keys=self.schema.sparse_names, values=values, lengths=lengths, offsets=offsets,
+                                stride=B)
         T = self.labels.shape[1] if self.labels is not None else max(1, len(self.schema.labels))
-        labels = self.labels[rows] if self.labels is not None else np.zeros((B, T), np.float32)
-        return CTRBatch(torch.from_numpy(np.ascontiguousarray(self.dense[rows])), kjt,
-                        torch.from_numpy(np.ascontiguousarray(labels)))
+        labels = np.ascontiguousarray(self.labels[rows]) if self.labels is not None else np.zeros((B, T), np.float32)
+        return CTRBatch(torch.from_numpy(dense), kjt, torch.from_numpy(labels))
 
     def subset(self, rows: np.ndarray) -> "PreparedData":
         """A view on some rows (``validation_split``)."""
         return PreparedData(
-            self.schema, len(rows), self.dense[rows], self.singles[rows],
+            self.schema, len(rows), self.dense[rows], np.ascontiguousarray(self.single_fm[:, rows]),
             {k: (ids[rows], ln[rows]) for k, (ids, ln) in self.varlen.items()},
             None if self.labels is None else self.labels[rows],
         )
@@ -176,6 +193,12 @@ def prepare(
         ValueError: rows differ between columns, ids out of range, NaN labels / dense values (names the column).
         TypeError: ids that are not integers (names the feature).
     """
+    with record_function("dc:data.prepare"):
+        return _prepare(schema, x, y, feature_names, label_names)
+
+
+def _prepare(schema: FeatureSchema, x: Mapping[str, Any] | Sequence[Any], y: Any,
+             feature_names: Sequence[str] | None, label_names: Sequence[str] | None) -> PreparedData:
     if not isinstance(x, Mapping):
         if feature_names is None:
             raise TypeError("x must be a dict of column name -> values")
@@ -252,11 +275,11 @@ def prepare(
     if n_rows is None:
         n_rows = len(_array(y)) if y is not None else 0
     dense = np.concatenate(dense_cols, axis=1) if dense_cols else np.zeros((n_rows, 0), np.float32)
-    single_mat = np.stack(singles, axis=1) if singles else np.zeros((n_rows, 0), np.int64)  # (N, F1)
+    single_fm = np.stack(singles, axis=0) if singles else np.zeros((0, n_rows), np.int64)  # (F1, N)
     labels = None
     if y is not None:
         labels = prepare_labels(y, n_rows, max(1, len(schema.labels)), label_names or schema.label_names)
-    return PreparedData(schema, n_rows, dense, single_mat, varlen, labels)
+    return PreparedData(schema, n_rows, dense, single_fm, varlen, labels)
 
 
 def prepare_labels(y: Any, n_rows: int, num_tasks: int, label_names: Sequence[str]) -> np.ndarray:
@@ -303,9 +326,6 @@ class BatchStream:
 
     def __iter__(self) -> Iterator[CTRBatch]:
         n = self.data.n_rows
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
-        else:
-            order = np.arange(n)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else None
         for s in range(0, n, self.batch_size):
-            yield self.data.batch(order[s : s + self.batch_size])
+            yield self.data.batch(slice(s, s + self.batch_size) if order is None else order[s : s + self.batch_size])
