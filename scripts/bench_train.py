@@ -5,10 +5,15 @@ DistributedModelParallel at world size 1, dense Adam) on Criteo-shaped batches (
 preset's vocabularies, 13 dense, embedding dim 16), batches pre-built in memory so the loader is not measured.
 
 The limit for a model is the serial sum of two bare steps on the same machine and batch:
-  - the bare fused embedding step: the same tables (main + linear), same sparse optimizer, through DMP, loss =
-    sum of the pooled outputs;
-  - the bare dense tower step: DNN(13 + 26 * D -> the model's dnn_hidden_units -> 1) with Adam.
-  limit = 1 / (1 / emb_rate + 1 / tower_rate); each model's figure is printed as a fraction of it.
+  - the bare fused embedding step: the model's own lookup modules (same tables), same sparse optimizer, through
+    DMP, loss = sum of the pooled outputs;
+  - the bare dense step of that model: its own forward with every lookup replaced by fixed tensors (the
+    lookups' outputs of one real batch, as leaves that take gradients), BCE, backward, Adam on the dense
+    parameters: the interaction layers, towers and heads with nothing of the engine around them.
+  limit = 1 / (1 / emb_rate + 1 / dense_rate); each model's figure is printed as a fraction of it, so the fraction
+  means the same for a model with an interaction layer as for one without. The three steps are timed in
+  interleaved rounds (``--rounds``), medians compared. The bare DNN tower (13 + 26 * D ->
+  the model's dnn_hidden_units -> 1) is printed for reference.
 
 Prints a table; asserts nothing. Usage:
     python scripts/bench_train.py [--batch 4096] [--steps 30] [--models DeepFM,DCNMix] [--sparse-optim rowwise_adagrad]
@@ -31,7 +36,7 @@ from dist_ctr.layers.core import DNN
 from dist_ctr.models import MODEL_REGISTRY, build_model
 from dist_ctr.models.base import CTRModel
 from dist_ctr.schema import FeatureSchema
-from dist_ctr.sparse import LinearArch, SparseArch
+from dist_ctr.sparse import LinearArch, SparseArch, SparseOutput
 from dist_ctr.train.engine import Trainer
 from dist_ctr.train.job import quiet_torchrec
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -54,16 +59,26 @@ def make_batches(schema: FeatureSchema, batch: int, n: int, seed: int = 0) -> li
     return out
 
 
-class EmbeddingOnly(CTRModel):
-    """Bare embedding step: the model's tables (main + linear), loss = sum of pooled outputs."""
+class ModelLookups(CTRModel):
+    """Bare embedding step of a model: its own lookup modules (every ``SparseArch`` / ``LinearArch``, so the same
+    tables), loss = sum of their outputs."""
 
-    def __init__(self, schema: FeatureSchema) -> None:
-        super().__init__(schema)
-        self.sparse = SparseArch(schema)
-        self.linear = LinearArch(schema)
+    def __init__(self, model: CTRModel) -> None:
+        super().__init__(model.schema)
+        self.arches = torch.nn.ModuleList(m for m in model.modules() if isinstance(m, (SparseArch, LinearArch)))
+        self.scale = torch.nn.Parameter(torch.tensor(1e-3))  # one dense parameter for the dense optimizer
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        return self.sparse(sparse).pooled_flat.sum(1, keepdim=True) * 1e-3 + self.linear(dense, sparse)
+        logit = dense.new_zeros(dense.shape[0], 1)  # (B, 1)
+        for m in self.arches:
+            if isinstance(m, LinearArch):
+                logit = logit + m(dense, sparse)
+            else:
+                out = m(sparse)
+                logit = logit + out.pooled_flat.sum(1, keepdim=True) * self.scale
+                for seq in out.sequences.values():
+                    logit = logit + seq.sum(dim=(1, 2)).unsqueeze(1) * self.scale  # (B, 1)
+        return logit
 
 
 def tower_rate(in_dim: int, hidden: tuple[int, ...], batch: int, steps: int, warmup: int) -> float:
@@ -85,11 +100,48 @@ def tower_rate(in_dim: int, hidden: tuple[int, ...], batch: int, steps: int, war
     return time_steps(step, [_B()] * (steps + warmup), warmup)
 
 
+def dense_part_step(model: CTRModel, batch: CTRBatch):
+    """A step of ``model``'s dense part alone (see the module docstring). ``model`` sits in a Trainer (its
+    lookups are sharded modules): their outputs on ``batch`` are captured once, then every ``SparseArch`` /
+    ``LinearArch`` of ``model`` returns those fixed tensors (the model cannot train through the engine after)."""
+    captured: dict[int, object] = {}
+    arches = [m for m in model.modules() if isinstance(m, (SparseArch, LinearArch))]
+    hooks = [m.register_forward_hook(lambda mod, _a, out: captured.__setitem__(id(mod), out)) for m in arches]
+    with torch.no_grad():
+        model(batch.dense, batch.sparse)
+    for h in hooks:
+        h.remove()
+
+    def leaf(x: object) -> object:
+        if isinstance(x, torch.Tensor):
+            return x.detach().clone().requires_grad_(x.is_floating_point())
+        if isinstance(x, SparseOutput):
+            return SparseOutput(leaf(x.pooled), leaf(x.pooled_flat), {k: leaf(v) for k, v in x.sequences.items()},
+                                dict(x.seq_lengths))
+        return x
+
+    for m in arches:
+        fixed = leaf(captured[id(m)])
+        m.forward = lambda *_a, _fixed=fixed, **_k: _fixed  # type: ignore[method-assign]
+    params = [p for p in model.parameters() if p.device.type != "meta" and not hasattr(p, "_in_backward_optimizers")]
+    opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-3, fused=True)
+    model.train()
+
+    def step(b: CTRBatch) -> None:
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(b.dense, b.sparse), b.labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per model")
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--models", default="", help="comma-separated; default: every registered model")
     ap.add_argument("--sparse-optim", default="rowwise_adagrad")
@@ -105,17 +157,15 @@ def main() -> None:
     dense_cfg = DenseOptimConfig(name="adam", lr=1e-3)
 
     torch.manual_seed(0)
-    emb = Trainer(EmbeddingOnly(schema), env, sparse_optim=sparse_cfg, dense_optim=dense_cfg, batch_size=args.batch)
-    emb_rate = time_steps(emb.train_step, batches, args.warmup)
-    del emb
     in_dim = schema.n_dense + len(schema.sparse_features) * args.dim
     names = [m for m in args.models.split(",") if m] or sorted(MODEL_REGISTRY)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
           f"{torch.get_num_threads()}, torch {torch.__version__}")
     print(f"Criteo schema: 26 sparse (dim {args.dim}, {sum(t.num_embeddings for t in schema.tables()):,} rows), "
           f"13 dense; batch {args.batch}; sparse optimizer {args.sparse_optim} (fused, DMP), dense Adam")
-    print(f"bare fused embedding step: {emb_rate:,.0f} samples/s")
-    print(f"{'model':18s} {'samples/s':>11s} {'tower/s':>10s} {'limit/s':>10s} {'of limit':>9s}")
+    print(f"per model: median of {args.rounds} interleaved rounds of the model's engine step, its bare dense step "
+          "and the bare fused embedding step")
+    print(f"{'model':18s} {'samples/s':>11s} {'dense/s':>10s} {'limit/s':>10s} {'of limit':>9s} {'tower/s':>10s}")
     for name in names:
         try:
             torch.manual_seed(0)
@@ -126,11 +176,24 @@ def main() -> None:
         cfg = model.config if hasattr(model, "config") else None
         hidden = tuple(getattr(cfg, "dnn_hidden_units", (256, 128)) or (256, 128))
         trainer = Trainer(model, env, sparse_optim=sparse_cfg, dense_optim=dense_cfg, batch_size=args.batch)
-        rate = time_steps(trainer.train_step, batches, args.warmup)
+        torch.manual_seed(0)
+        bare = build_model(name, schema, None)
+        Trainer(bare, env, sparse_optim=sparse_cfg, dense_optim=dense_cfg, batch_size=args.batch)  # shards it
+        dense_step = dense_part_step(bare, batches[0])
+        torch.manual_seed(0)
+        emb = Trainer(ModelLookups(build_model(name, schema, None)), env, sparse_optim=sparse_cfg,
+                      dense_optim=dense_cfg, batch_size=args.batch)
+        rates: dict[str, list[float]] = {"model": [], "dense": [], "emb": []}
+        for _ in range(args.rounds):  # interleaved, so that all three see the same load on a shared machine
+            rates["model"].append(time_steps(trainer.train_step, batches, args.warmup))
+            rates["dense"].append(time_steps(dense_step, [batches[0]] * len(batches), args.warmup))
+            rates["emb"].append(time_steps(emb.train_step, batches, args.warmup))
+        rate, d_rate, e_rate = (float(np.median(rates[k])) for k in ("model", "dense", "emb"))
         t_rate = tower_rate(in_dim, hidden, args.batch, max(10, args.steps // 2), 3)
-        limit = 1.0 / (1.0 / emb_rate + 1.0 / t_rate)
-        print(f"{name:18s} {rate:11,.0f} {t_rate:10,.0f} {limit:10,.0f} {rate / limit:9.2f}", flush=True)
-        del trainer, model
+        limit = 1.0 / (1.0 / e_rate + 1.0 / d_rate)
+        print(f"{name:18s} {rate:11,.0f} {d_rate:10,.0f} {limit:10,.0f} {rate / limit:9.2f} {t_rate:10,.0f}",
+              flush=True)
+        del trainer, model, bare, emb
 
 
 if __name__ == "__main__":
