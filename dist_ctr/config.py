@@ -107,6 +107,7 @@ class TrainSection:
     baseline: bool = False
     eval_train: bool = False
     loss_reduction: Literal["mean", "sum"] = "mean"
+    precision: Literal["fp32", "bf16"] = "fp32"
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     stop_at: Optional[StopAtSection] = None
 

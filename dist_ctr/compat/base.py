@@ -220,6 +220,7 @@ class CompatModel:
         self.metrics_names: list[str] = ["loss"]
         self._optim: Optional[tuple[DenseOptimConfig, SparseOptimConfig]] = None
         self.loss_reduction = "sum"  # DeepCTR-Torch's; compile(loss_reduction=...) sets it
+        self.precision = "fp32"  # compile(precision=...) sets it
         self._train_rows: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._collect = False
 
@@ -228,7 +229,8 @@ class CompatModel:
 
     # ---- compile ------------------------------------------------------------------------------------------
     def compile(self, optimizer: Any = "adam", loss: Any = None, metrics: Optional[Sequence[str]] = None,
-                sparse_optimizer: str | SparseOptimConfig | None = None, loss_reduction: str = "sum") -> None:
+                sparse_optimizer: str | SparseOptimConfig | None = None, loss_reduction: str = "sum",
+                precision: str = "fp32") -> None:
         """Choose optimizers, check the loss against the tasks, set the metrics; builds the sharded trainer.
 
         Args:
@@ -237,10 +239,14 @@ class CompatModel:
             metrics (list[str] | None): of ``METRICS``.
             sparse_optimizer (str | SparseOptimConfig | None): override the fused embedding optimizer.
             loss_reduction (str): ``"sum"`` over the batch (DeepCTR-Torch's) or ``"mean"`` (the engine's).
+            precision (str): ``"fp32"`` or ``"bf16"`` (autocast of the forward, fp32 weights; see
+                :class:`~dist_ctr.train.engine.Trainer`).
         """
         if loss_reduction not in ("sum", "mean"):
             raise ValueError(f"loss_reduction must be 'sum' (DeepCTR-Torch's) or 'mean', got {loss_reduction!r}")
-        self.loss_reduction = loss_reduction
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.loss_reduction, self.precision = loss_reduction, precision
         dense, sparse = self._optimizers(optimizer, sparse_optimizer)
         self._check_loss(loss)
         bad = [m for m in (metrics or []) if m not in METRICS]
@@ -318,7 +324,7 @@ class CompatModel:
             self.model = build_model(self.model_name, self.schema, self.config)
         trainer = Trainer(self.model, env, task_types=self.task_types, sparse_optim=sparse, dense_optim=dense,
                           batch_size=256, seed=self.seed, task_names=self.task_names,
-                          loss_reduction=self.loss_reduction)
+                          loss_reduction=self.loss_reduction, precision=self.precision)
         if old is not None:
             with tempfile.TemporaryDirectory(prefix="dist_ctr_recompile_") as tmp:
                 ckpt.save_checkpoint(tmp, 0, 0, {"model": old.dmp.state_dict()}, None, {})

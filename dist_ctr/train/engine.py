@@ -68,6 +68,7 @@ class History:
 
 
 PIPELINES = ("auto", "sparse_dist", "none")
+PRECISIONS = ("fp32", "bf16")
 
 
 class _CursorTrackedBatches:
@@ -156,6 +157,10 @@ class Trainer:
         loss_weights (Sequence[float] | None): per-task loss weights.
         loss_reduction (str): ``"mean"`` (default) or ``"sum"`` over the global batch, DeepCTR-Torch's
             (``train/task.py``).
+        precision (str): ``"fp32"`` (default) or ``"bf16"``: the forward runs under ``torch.autocast`` with
+            bfloat16 (matmuls and convolutions in bf16, reductions and the loss in fp32; weights, gradients and
+            optimizer state stay fp32; logits come out fp32). It pays where the hardware has bf16 matrix units
+            (GPUs, CPUs with AVX-512 BF16 / AMX); on a CPU without them bf16 matmuls are emulated and slower.
         pipeline (str): training loop, ``"auto"`` | ``"sparse_dist"`` | ``"none"`` (see the module docstring).
         sync_batchnorm (bool): batch norms of ``model`` normalise over the global batch (all ranks), so N ranks
             train the model one process would (``distributed/batchnorm.py``; swapped in place, same state-dict
@@ -177,9 +182,13 @@ class Trainer:
         pipeline: str = "auto",
         sync_batchnorm: bool = True,
         loss_reduction: str = "mean",
+        precision: str = "fp32",
     ) -> None:
         if pipeline not in PIPELINES:
             raise ValueError(f"distributed.pipeline: unknown pipeline {pipeline!r}; expected one of {list(PIPELINES)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"train.precision: unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
+        self.precision = precision
         schema = getattr(model, "schema", None)
         if task_types is None:
             task_types = schema.task_types if schema is not None and schema.labels else ["binary"]
@@ -218,12 +227,17 @@ class Trainer:
         if not self.dmp.training:  # ``train()`` walks every submodule: only when an evaluation switched it off
             self.dmp.train()
         batch = batch.to(self.env.device, non_blocking=True)
-        loss, (loss_d, logits, _labels, _w) = self.dmp(batch)
+        with self.autocast():
+            loss, (loss_d, logits, _labels, _w) = self.dmp(batch)
         loss.backward()  # fused sparse optimizer updates the embeddings here
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         return loss_d, logits
+
+    def autocast(self) -> torch.autocast:
+        """The forward's precision context: bf16 autocast under ``precision="bf16"``, else a disabled one."""
+        return torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _detach_pipeline(self) -> None:
         """Give the sharded modules their own forwards back (the pipeline re-attaches on its next step)."""
@@ -247,7 +261,8 @@ class Trainer:
         try:
             while True:
                 try:
-                    loss_d, _logits, labels, _w = self._pipe.progress(batches)
+                    with self.autocast():
+                        loss_d, _logits, labels, _w = self._pipe.progress(batches)
                 except StopIteration:
                     return
                 if self.pipelined_modules is None:  # after the first step the model has been rewritten
@@ -263,7 +278,8 @@ class Trainer:
     def _forward_eval(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self._detach_pipeline()
         batch = batch.to(self.env.device, non_blocking=True)
-        _loss, (_l, logits, labels, weights) = self.dmp(batch)
+        with self.autocast():
+            _loss, (_l, logits, labels, weights) = self.dmp(batch)
         return self.task.predict_proba(logits), labels, weights
 
     def evaluate(self, data: Iterable[CTRBatch]) -> dict[str, float]:

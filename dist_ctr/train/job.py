@@ -126,7 +126,7 @@ def make_trainer(job: JobConfig, schema: FeatureSchema, env: DistEnv, model_name
     trainer = Trainer(model, env, sparse_optim=job.optim.sparse, dense_optim=job.optim.dense,
                       sharding=job.distributed.sharding, batch_size=batch_size, seed=job.seed,
                       pipeline=job.distributed.pipeline, sync_batchnorm=job.distributed.sync_batchnorm,
-                      loss_reduction=job.train.loss_reduction)
+                      loss_reduction=job.train.loss_reduction, precision=job.train.precision)
     trainer.meta = {"job": to_dict(job), "schema": schema.to_dict(), "model": model_name or job.model.name,
                     "model_config": job.model.config if model_config is None else model_config}
     return trainer

@@ -118,7 +118,7 @@ class CTRTask(nn.Module):
     def forward(self, batch: CTRBatch):
         if is_fx_symbolic_tracing():
             return self._trace_sparse_inputs(batch)
-        logits = self.model(batch.dense, batch.sparse)  # (B, T)
+        logits = self.model(batch.dense, batch.sparse).float()  # (B, T); fp32 also under bf16 autocast
         labels = batch.labels
         if logits.shape != labels.shape:
             raise ValueError(f"model output {tuple(logits.shape)} does not match labels {tuple(labels.shape)}")

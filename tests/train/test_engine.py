@@ -73,3 +73,28 @@ def test_nan_label_loss_is_a_clear_error(env):
 
     with pytest.raises(TrainingError, match="step 1"):
         _trainer(env).fit([bad], epochs=1, progress=False, log_every=1)
+
+
+def test_bf16_precision_autocasts_the_forward_and_keeps_fp32_state(env):
+    """``precision="bf16"``: the dense matmuls run in bf16 (the model's logits differ from fp32 by bf16 rounding,
+    not more), the task's logits and loss are fp32, and weights and optimizer state stay fp32."""
+    data = global_batches(tiny_schema(), 4, 32)
+    ref = Trainer(_model("DeepFM"), env, seed=0)
+    half = Trainer(_model("DeepFM"), env, seed=0, precision="bf16")
+    seen: list[torch.dtype] = []
+    half.model.dnn.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    for b in data:
+        l_ref, z_ref = ref.train_step(b)
+        l_half, z_half = half.train_step(b)
+        assert z_half.dtype == torch.float32 and l_half.dtype == torch.float32
+        assert torch.allclose(z_half, z_ref, atol=0.05, rtol=0.05)
+        assert abs(float(l_half) - float(l_ref)) < 0.02 * float(l_ref)
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert all(p.dtype == torch.float32 for p in half.dmp.parameters())
+    with pytest.raises(ValueError, match="train.precision"):
+        Trainer(_model("DeepFM"), env, precision="fp16")
+
+
+def _model(name: str):
+    torch.manual_seed(0)
+    return build_model(name, tiny_schema(), None)
