@@ -42,8 +42,16 @@ class InteractingLayer(nn.Module):
         use_res (bool): residual projection ``W_Res``.
         scaling (bool): divide scores by ``sqrt(d)``.
 
+    All heads share two batched matmuls: the queries are spread over ``H`` head blocks, ``qb[b, h, i] = q[b, i] *
+    mask_h`` (``mask_h`` keeps the ``d`` columns of head ``h``), so ``qb @ k^T`` is every head's score matrix
+    ``(B, H * F, F)``; ``att @ v`` masked by head and summed over heads is the concatenation of the heads'
+    outputs. Per batch row these are ``(H F, D) x (D, F)`` and ``(H F, F) x (F, D)`` products instead of ``B * H``
+    products of ``d``-wide heads, and the output is in ``(B, F, D)`` order with no transposes. The scaling
+    multiplies ``q`` ``(B, F, D)``, not the scores.
+
     Attributes:
-        normalized_att_scores (Tensor): ``(B, H, F, F)`` of the last call (detached).
+        normalized_att_scores (Tensor): ``(B, H, F, F)`` of the last call (detached), computed when read from the
+            last call's queries and keys.
 
     Call: ``forward(inputs: Tensor (B, F, D)) -> Tensor (B, F, D)``.
     """
@@ -64,23 +72,43 @@ class InteractingLayer(nn.Module):
         self.W_Res = nn.Parameter(torch.empty(embedding_size, embedding_size)) if use_res else None
         for p in self.parameters():
             nn.init.normal_(p, mean=0.0, std=0.05)
-        self.normalized_att_scores: torch.Tensor | None = None
+        self._last_qk: tuple[torch.Tensor, torch.Tensor] | None = None  # detached (scaled q, k), (B, F, D) each
+
+    def _head_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """``(H, 1, D)``: 1 on the ``d`` columns of head ``h``, else 0."""
+        eye = torch.eye(self.head_num, dtype=x.dtype, device=x.device)  # (H, H)
+        return eye.repeat_interleave(self.att_embedding_size, dim=1).unsqueeze(1)  # (H, 1, D)
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Softmax of every head's ``q_h k_h^T``: ``(B, H * F, F)``, rows ordered head-major."""
+        B, Fn, D = q.shape
+        qb = (q.unsqueeze(1) * mask).view(B, self.head_num * Fn, D)  # (B, H * F, D), head h keeps its columns
+        return F.softmax(qb @ k.transpose(1, 2), dim=-1)  # (B, H * F, F)
+
+    @property
+    def normalized_att_scores(self) -> torch.Tensor | None:
+        """Attention weights of the last call, ``(B, H, F, F)`` (detached); ``None`` before the first call."""
+        if self._last_qk is None:
+            return None
+        q, k = self._last_qk
+        B, Fn, _ = q.shape
+        with torch.no_grad():
+            return self._scores(q, k, self._head_mask(q)).view(B, self.head_num, Fn, Fn)  # (B, H, F, F)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         _check_3d(inputs, "InteractingLayer")
         B, Fn, D = inputs.shape
-        H, d = self.head_num, self.att_embedding_size
-        q = (inputs @ self.W_Query).view(B, Fn, H, d).transpose(1, 2)  # (B, H, F, d)
-        k = (inputs @ self.W_key).view(B, Fn, H, d).transpose(1, 2)  # (B, H, F, d)
-        v = (inputs @ self.W_Value).view(B, Fn, H, d).transpose(1, 2)  # (B, H, F, d)
-        scores = q @ k.transpose(-1, -2)  # (B, H, F, F)
+        H = self.head_num
+        weights = [self.W_Query, self.W_key, self.W_Value] + ([self.W_Res] if self.W_Res is not None else [])
+        q, k, v, *res = (inputs @ torch.cat(weights, dim=1)).split(D, dim=2)  # (B, F, D) each
         if self.scaling:
-            scores = scores / d**0.5
-        att = F.softmax(scores, dim=-1)  # (B, H, F, F)
-        self.normalized_att_scores = att.detach()
-        out = (att @ v).transpose(1, 2).reshape(B, Fn, D)  # (B, F, D) heads concatenated in order
-        if self.W_Res is not None:
-            out = out + inputs @ self.W_Res
+            q = q * self.att_embedding_size**-0.5
+        self._last_qk = (q.detach(), k.detach())
+        mask = self._head_mask(inputs)  # (H, 1, D)
+        att = self._scores(q, k, mask)  # (B, H * F, F)
+        out = ((att @ v).view(B, H, Fn, D) * mask).sum(dim=1)  # (B, F, D) heads concatenated in order
+        if res:
+            out = out + res[0]
         return F.relu(out)
 
 

@@ -69,6 +69,19 @@ def _pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.index_select(1, rows), x.index_select(1, cols)
 
 
+def _upper(m: torch.Tensor) -> torch.Tensor:
+    """Entries ``(i, j)`` with ``i < j`` of ``(B, F, F)`` matrices, in DeepCTR's pair order: ``(B, P)``.
+
+    One gather of ``P`` columns of the flattened ``(B, F * F)`` matrices; its backward scatters ``B * P`` scalars.
+
+    >>> _upper(torch.arange(9.0).view(1, 3, 3)).tolist()
+    [[1.0, 2.0, 5.0]]
+    """
+    Fn = m.shape[-1]
+    rows, cols = pair_indices(Fn, m.device)
+    return m.flatten(start_dim=1).index_select(1, rows * Fn + cols)  # (B, P)
+
+
 class BiInteractionPooling(nn.Module):
     """NFM's Bi-Interaction pooling (He & Chua, "Neural Factorization Machines for Sparse Predictive
     Analytics", SIGIR 2017): ``0.5 * ((sum_f e_f) ** 2 - sum_f e_f ** 2)``, the sum of all pairwise products.
@@ -97,9 +110,13 @@ class InnerProductLayer(nn.Module):
         self.reduce_sum = reduce_sum
 
     def forward(self, inputs: FieldInput) -> torch.Tensor:
-        p, q = _pairs(_as_fields(inputs))
-        prod = p * q  # (B, P, D)
-        return prod.sum(dim=2, keepdim=True) if self.reduce_sum else prod
+        x = _as_fields(inputs)
+        if not self.reduce_sum:
+            p, q = _pairs(x)
+            return p * q  # (B, P, D)
+        # All inner products as one Gram matrix, read at i < j: no (B, P, D) pair tensor.
+        gram = x @ x.transpose(1, 2)  # (B, F, F)
+        return _upper(gram).unsqueeze(2)  # (B, P, 1)
 
 
 class OutterProductLayer(nn.Module):
@@ -130,10 +147,26 @@ class OutterProductLayer(nn.Module):
         nn.init.xavier_uniform_(self.kernel)
 
     def forward(self, inputs: FieldInput) -> torch.Tensor:
-        p, q = _pairs(_as_fields(inputs))  # (B, P, D) each
-        if self.kernel_type == "mat":
-            return torch.einsum("kpl,bpl,bpk->bp", self.kernel, p, q)  # (B, P)
-        return (p * q * self.kernel.unsqueeze(0)).sum(dim=-1)  # (B, P)
+        x = _as_fields(inputs)
+        if self.kernel_type == "num":
+            gram = x @ x.transpose(1, 2)  # (B, F, F)
+            return _upper(gram) * self.kernel.squeeze(1)  # (B, P)
+        if self.kernel_type == "vec":
+            p, q = _pairs(x)  # (B, P, D) each
+            return (p * q * self.kernel.unsqueeze(0)).sum(dim=-1)  # (B, P)
+        # "mat", pairs grouped by their left field i (pairs (i, i+1..F-1) are consecutive in DeepCTR's order):
+        # z[b, p, k] = sum_l W[k, p, l] e_i[b, l] is one matmul of e_i with the group's kernel columns, and its
+        # partners e_{i+1..F-1} are a slice of the inputs, so no (B, P, D) gather (nor scatter-add backward).
+        B, Fn, D = x.shape
+        w = self.kernel.permute(2, 1, 0).reshape(D, -1)  # (D_l, P * D_k), column p * D + k holds W[k, p, :]
+        groups: list[torch.Tensor] = []
+        start = 0
+        for i in range(Fn - 1):
+            n = Fn - 1 - i  # pairs (i, j > i)
+            z = (x[:, i] @ w[:, start * D:(start + n) * D]).view(B, n, D)  # (B, n, D_k)
+            groups.append((z * x[:, i + 1:]).sum(dim=2))  # (B, n)
+            start += n
+        return torch.cat(groups, dim=1)  # (B, P)
 
 
 class BilinearInteraction(nn.Module):
@@ -224,11 +257,13 @@ class AFMLayer(nn.Module):
         # Pairs (i, i+1..F-1) as e_i times a slice of the inputs: no (B, P, D) gathers, no scatter-add backward.
         groups = [fields[i].unsqueeze(1) * x[:, i + 1:] for i in range(x.shape[1] - 1)]  # (B, F-1-i, D) each
         bi = torch.cat(groups, dim=1) if groups else x[:, :0]  # (B, P, D); no pairs from one field
-        att = F.relu(bi @ self.attention_W + self.attention_b)  # (B, P, A)
-        score = F.softmax(att @ self.projection_h, dim=1)  # (B, P, 1)
+        # Both (B * P)-row products go through F.linear with contiguous (out, in) weights (the addmm layout that
+        # CPU BLAS handles well for skinny outputs); the bias is fused into the same call.
+        att = F.relu(F.linear(bi, self.attention_W.T.contiguous(), self.attention_b))  # (B, P, A)
+        score = F.softmax(F.linear(att, self.projection_h.T.contiguous()), dim=1)  # (B, P, 1)
         self.normalized_att_score = score.detach()
-        out = self.dropout((score * bi).sum(dim=1))  # (B, D)
-        return out @ self.projection_p  # (B, 1)
+        pooled = (score.transpose(1, 2) @ bi).squeeze(1)  # (B, D): sum_p a_p bi_p without a (B, P, D) temporary
+        return self.dropout(pooled) @ self.projection_p  # (B, 1)
 
 
 class FwFMLayer(nn.Module):

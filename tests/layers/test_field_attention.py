@@ -63,3 +63,39 @@ def test_log_transform_is_finite_on_zero_embeddings():
     layer = LogTransformLayer(Fn, D, 4).train()
     out = layer(torch.zeros(2, Fn, D))
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(("b", "f", "d", "heads"), [(3, 5, 6, 2), (1, 2, 4, 4), (2, 2, 3, 1), (1, 4, 8, 8)])
+@pytest.mark.parametrize(("use_res", "scaling"), [(True, False), (False, True), (True, True)])
+def test_interacting_layer_outputs_gradients_and_scores_match_per_head_loop(b, f, d, heads, use_res, scaling):
+    """Outputs and gradients (inputs and every parameter) against a per-head loop, float64, incl. F=2 and B=1."""
+    layer = InteractingLayer(d, heads, use_res, scaling).double()
+    assert layer.normalized_att_scores is None
+    x = torch.randn(b, f, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    w = d // heads
+    ref_scores = []
+
+    def reference(e):
+        outs = []
+        for h in range(heads):
+            cols = slice(h * w, (h + 1) * w)
+            q, k, v = e @ layer.W_Query[:, cols], e @ layer.W_key[:, cols], e @ layer.W_Value[:, cols]  # (B, F, w)
+            s = torch.einsum("bid,bjd->bij", q, k) / (w**0.5 if scaling else 1.0)  # (B, F, F)
+            ref_scores.append(torch.softmax(s, dim=-1))
+            outs.append(ref_scores[-1] @ v)
+        out = torch.cat(outs, dim=-1)  # (B, F, D)
+        return torch.relu(out + e @ layer.W_Res if use_res else out)
+
+    x_got, x_want = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, want = layer(x_got), reference(x_want)
+    torch.testing.assert_close(got, want)
+    g = torch.randn(got.shape, generator=torch.Generator().manual_seed(1), dtype=got.dtype)
+    names = ["inputs"] + [n for n, _ in layer.named_parameters()]
+    params = list(layer.parameters())
+    for name, a, c in zip(names, torch.autograd.grad(got, [x_got, *params], g),
+                          torch.autograd.grad(want, [x_want, *params], g)):
+        torch.testing.assert_close(a, c, msg=lambda m: f"gradient of {name}: {m}")
+    scores = layer.normalized_att_scores
+    assert not scores.requires_grad
+    torch.testing.assert_close(scores, torch.stack(ref_scores, dim=1).detach())  # (B, H, F, F)
+    assert list(layer.state_dict()) == ["W_Query", "W_key", "W_Value"] + (["W_Res"] if use_res else [])
