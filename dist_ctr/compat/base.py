@@ -154,8 +154,8 @@ class _EngineBridge:
         m = self.model
         logs: dict[str, float] = {"loss": float(engine_logs["loss"])}
         if m._train_rows:
-            preds = torch.cat([p for p, _ in m._train_rows]).numpy()  # (N, T)
-            labels = torch.cat([y for _, y in m._train_rows]).numpy()
+            preds = torch.cat([p for p, _ in m._train_rows]).double().cpu().numpy()  # (N, T) host sync
+            labels = torch.cat([y for _, y in m._train_rows]).double().cpu().numpy()
             logs.update(m._metrics_from_preds(preds, labels))
         m._train_rows = []
         if self.val is not None:
@@ -336,12 +336,12 @@ class CompatModel:
 
     def _on_task_forward(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
         """Keep the training predictions of the epoch (for DeepCTR-style training metrics)."""
-        if not (self._collect and module.training):
+        if not (self._collect and self.metrics and module.training):  # training metrics need the predictions
             return
         _loss, (_l, logits, labels, weights) = output
-        keep = weights > 0  # (B,)
+        keep = weights > 0  # (B,) boolean mask: a host sync on CUDA
         preds = self.trainer.task.predict_proba(logits)  # type: ignore[union-attr]
-        self._train_rows.append((preds[keep].detach().double().cpu(), labels[keep].detach().double().cpu()))  # host sync
+        self._train_rows.append((preds[keep].detach(), labels[keep].detach()))  # on the device until the epoch ends
 
     def _require_trainer(self, what: str) -> Trainer:
         if self.trainer is None:

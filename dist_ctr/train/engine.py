@@ -112,16 +112,18 @@ class _FitRun:
 
 
 class _EpochStats:
-    """Running totals of one epoch: loss sum (float64, on the host), steps, rows, and the start time."""
+    """Running totals of one epoch: loss sum (float64, on the loss's device: no host sync per step), steps,
+    rows, and the start time."""
 
     def __init__(self, world_size: int) -> None:
         self.world_size = world_size
-        self.loss_sum = torch.zeros((), dtype=torch.float64)
+        self.loss_sum: Optional[torch.Tensor] = None
         self.steps, self.rows = 0, 0
         self.t0 = time.perf_counter()
 
     def add(self, rows: int, loss: torch.Tensor) -> None:
-        self.loss_sum += loss.double().cpu()  # host sync (cheap on CPU; once per step)
+        loss = loss.detach().double()
+        self.loss_sum = loss.clone() if self.loss_sum is None else self.loss_sum.add_(loss)
         self.steps += 1
         self.rows += rows
 
@@ -131,7 +133,8 @@ class _EpochStats:
 
     def logs(self) -> dict[str, float]:
         """The epoch's logs: mean ``loss``, ``samples_per_s``, ``steps``."""
-        return {"loss": float(self.loss_sum) / max(1, self.steps), "samples_per_s": self.samples_per_s(),
+        total = float(self.loss_sum) if self.loss_sum is not None else 0.0  # host sync (once per epoch)
+        return {"loss": total / max(1, self.steps), "samples_per_s": self.samples_per_s(),
                 "steps": float(self.steps)}
 
 
