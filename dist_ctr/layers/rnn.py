@@ -30,7 +30,33 @@ from torch import nn
 
 from dist_ctr.layers.sequence import sequence_mask
 
-__all__ = ["AGRUCell", "AUGRUCell", "BiLSTM", "DynamicGRU", "reverse_padded"]
+__all__ = ["AGRUCell", "AUGRUCell", "BiLSTM", "DynamicGRU", "gate_step", "reverse_padded"]
+
+
+def gate_step(gru_type: str, gi: torch.Tensor, h: torch.Tensor, weight_hh: torch.Tensor,
+              bias_hh: Optional[torch.Tensor], att: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One step of a GRU / AGRU / AUGRU from the input's gate pre-activations ``gi = x W_ih^T + b_ih``.
+
+    ``gi: (B, G H)``, ``h: (B, H)``, ``att: (B,) | (B, 1)`` (AGRU / AUGRU) -> ``(B, H)``. "GRU" is
+    ``torch.nn.GRUCell``'s formula; "AUGRU" and "AGRU" are :class:`AUGRUCell` / :class:`AGRUCell`'s.
+    """
+    gh = F.linear(h, weight_hh, bias_hh)  # (B, G H)
+    if gru_type == "AGRU":
+        i_r, i_n = gi.chunk(2, dim=1)
+        h_r, h_n = gh.chunk(2, dim=1)
+        r = torch.sigmoid(i_r + h_r)
+        n = torch.tanh(i_n + r * h_n)
+        a = att.reshape(-1, 1)  # type: ignore[union-attr]  # (B, 1)
+        return (1.0 - a) * h + a * n
+    i_r, i_z, i_n = gi.chunk(3, dim=1)
+    h_r, h_z, h_n = gh.chunk(3, dim=1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    if gru_type == "GRU":
+        return (1.0 - z) * n + z * h
+    u = att.reshape(-1, 1) * (1.0 - z)  # type: ignore[union-attr]  # (B, H) attentional update gate
+    return (1.0 - u) * h + u * n
 
 
 class _GateCell(nn.Module):
@@ -69,15 +95,7 @@ class AUGRUCell(_GateCell):
         super().__init__(input_size, hidden_size, 3, bias)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
-        gi = F.linear(x, self.weight_ih, self.bias_ih)  # (B, 3H)
-        gh = F.linear(h, self.weight_hh, self.bias_hh)  # (B, 3H)
-        i_r, i_z, i_n = gi.chunk(3, dim=1)
-        h_r, h_z, h_n = gh.chunk(3, dim=1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        u = att.reshape(-1, 1) * (1.0 - z)  # (B, H) attentional update gate
-        return (1.0 - u) * h + u * n
+        return gate_step("AUGRU", F.linear(x, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh, att)
 
 
 class AGRUCell(_GateCell):
@@ -93,14 +111,7 @@ class AGRUCell(_GateCell):
         super().__init__(input_size, hidden_size, 2, bias)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
-        gi = F.linear(x, self.weight_ih, self.bias_ih)  # (B, 2H)
-        gh = F.linear(h, self.weight_hh, self.bias_hh)  # (B, 2H)
-        i_r, i_n = gi.chunk(2, dim=1)
-        h_r, h_n = gh.chunk(2, dim=1)
-        r = torch.sigmoid(i_r + h_r)
-        n = torch.tanh(i_n + r * h_n)
-        a = att.reshape(-1, 1)  # (B, 1)
-        return (1.0 - a) * h + a * n
+        return gate_step("AGRU", F.linear(x, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh, att)
 
 
 class DynamicGRU(nn.Module):
@@ -139,12 +150,12 @@ class DynamicGRU(nn.Module):
         h = inputs.new_zeros(B, self.hidden_size) if h0 is None else h0  # (B, H)
         mask = sequence_mask(lengths, L).unsqueeze(-1)  # (B, L, 1)
         outputs = []
+        cell = self.cell
+        # every step's input gates in one GEMM; unbind (not gi[:, t]) so the backward stacks the L gradients once
+        gis = F.linear(inputs, cell.weight_ih, cell.bias_ih).unbind(1)  # L x (B, G H)
+        atts = att_scores.unbind(1) if self.gru_type != "GRU" else (None,) * L  # type: ignore[union-attr]
         for t in range(L):  # time steps only; each step is vectorised over the batch
-            x_t = inputs[:, t]  # (B, N)
-            if self.gru_type == "GRU":
-                h_new = self.cell(x_t, h)
-            else:
-                h_new = self.cell(x_t, h, att_scores[:, t])  # type: ignore[index]
+            h_new = gate_step(self.gru_type, gis[t], h, cell.weight_hh, cell.bias_hh, atts[t])  # (B, H)
             valid = mask[:, t]  # (B, 1)
             h = torch.where(valid, h_new, h)
             outputs.append(h_new * valid.to(h_new.dtype))

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dist_ctr.layers.core import DNN
@@ -140,9 +141,23 @@ class LocalActivationUnit(nn.Module):
         self.dense = nn.Linear(self.dnn.output_dim, 1, bias=use_bias)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        q = query.expand(-1, keys.shape[1], -1)  # (B, L, E)
-        x = torch.cat([q, keys, q - keys, q * keys], dim=-1)  # (B, L, 4E)
-        return self.dense(self.dnn(x))  # (B, L, 1)
+        layers = self.dnn.layers
+        if not len(layers):
+            q = query.expand(-1, keys.shape[1], -1)  # (B, L, E)
+            return self.dense(torch.cat([q, keys, q - keys, q * keys], dim=-1))  # (B, L, 1)
+        # The first layer on [q, k, q - k, q * k] is q (W_q + W_d)^T + k (W_k - W_d)^T + (q * k) W_p^T: the query's
+        # term once per row, broadcast over the L positions, and no (B, L, 4E) input is built.
+        first = layers[0]
+        w_q, w_k, w_d, w_p = first.weight.split(self.embedding_dim, dim=1)  # (H, E) each
+        h = (F.linear(query, w_q + w_d, first.bias)  # (B, 1, H)
+             + F.linear(keys, w_k - w_d) + F.linear(query * keys, w_p))  # (B, L, H)
+        rest = layers[1:]
+        if any(isinstance(m, nn.BatchNorm1d) for m in rest):
+            B, L, H = h.shape
+            h = rest(h.reshape(B * L, H)).view(B, L, -1)  # (B, L, H_k)
+        else:
+            h = rest(h)  # (B, L, H_k)
+        return self.dense(h)  # (B, L, 1)
 
 
 class AttentionSequencePoolingLayer(nn.Module):

@@ -160,3 +160,33 @@ def test_bilstm_stacks_layers_with_residuals_and_merge_modes():
     assert m(torch.randn(2, 5, 4), torch.tensor([5, 2])).shape == (2, 5, 8)
     with pytest.raises(ValueError, match="merge_mode"):
         BiLSTM(4, merge_mode="max")
+
+
+@pytest.mark.parametrize("gru_type", ["GRU", "AGRU", "AUGRU"])
+def test_dynamic_gru_gradients_match_a_loop_of_cells(gru_type):
+    """The input gates of every step in one GEMM give the outputs and gradients (inputs, scores, every
+    parameter) of the plain loop of cell calls, float64, with padded rows and a row of length 0."""
+    torch.manual_seed(0)
+    gru = DynamicGRU(3, 4, gru_type=gru_type).double()
+    x = torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True)
+    att = torch.rand(3, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([5, 2, 0])
+
+    def reference() -> tuple[torch.Tensor, torch.Tensor]:
+        h = x.new_zeros(3, 4)
+        outs = []
+        for t in range(5):
+            h_new = gru.cell(x[:, t], h) if gru_type == "GRU" else gru.cell(x[:, t], h, att[:, t])
+            valid = (t < lengths).unsqueeze(1)  # (B, 1)
+            h = torch.where(valid, h_new, h)
+            outs.append(h_new * valid.double())
+        return torch.stack(outs, 1), h
+
+    params = [x, att, *gru.parameters()] if gru_type != "GRU" else [x, *gru.parameters()]
+    out, last = gru(x, lengths, att)
+    ref_out, ref_last = reference()
+    assert torch.allclose(out, ref_out, atol=1e-12) and torch.allclose(last, ref_last, atol=1e-12)
+    g = torch.autograd.grad((out.sum() + last.square().sum()), params)
+    g_ref = torch.autograd.grad((ref_out.sum() + ref_last.square().sum()), params)
+    for a, b in zip(g, g_ref):
+        assert torch.allclose(a, b, atol=1e-10)

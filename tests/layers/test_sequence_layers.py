@@ -198,3 +198,28 @@ def test_bias_encoding_formula():
     torch.testing.assert_close(out[0, s, l, e], x[0, s, l, e] + be.sess_bias[s, 0, 0] + be.seq_bias[0, l, 0]
                                + be.item_bias[0, 0, e])
     assert all(isinstance(p, nn.Parameter) for p in be.parameters())
+
+
+@pytest.mark.parametrize("use_bn,activation", [(False, "sigmoid"), (True, "dice"), (False, "relu")])
+def test_local_activation_unit_matches_the_concatenated_mlp_with_gradients(use_bn, activation):
+    """The split first layer equals the MLP on ``[q, k, q - k, q * k]``: outputs and gradients (inputs and every
+    parameter), float64, with and without batch norm, at B = 1 and L = 1 too (batch norm needs B * L > 1)."""
+    for B, L in ((3, 5), (2, 1)) if use_bn else ((3, 5), (1, 1), (2, 1)):
+        torch.manual_seed(0)
+        lau = LocalActivationUnit((6, 4), embedding_dim=3, activation=activation, use_bn=use_bn, init_std=None).double()
+        q = torch.randn(B, 1, 3, dtype=torch.float64, requires_grad=True)
+        k = torch.randn(B, L, 3, dtype=torch.float64, requires_grad=True)
+
+        def reference() -> torch.Tensor:
+            qe = q.expand(-1, L, -1)
+            x = torch.cat([qe, k, qe - k, qe * k], dim=-1)  # (B, L, 12)
+            return lau.dense(lau.dnn(x))
+
+        params = [q, k, *lau.parameters()]
+        out = lau(q, k)
+        g_out = torch.autograd.grad(out.sum(), params)
+        ref = reference()
+        g_ref = torch.autograd.grad(ref.sum(), params)
+        assert torch.allclose(out, ref, atol=1e-12)
+        for a, b in zip(g_out, g_ref):
+            assert torch.allclose(a, b, atol=1e-10)
