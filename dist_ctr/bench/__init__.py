@@ -6,6 +6,9 @@ Modules:
     rows, their two-label form, behaviour sequences) and its per-task exact AUC;
   - :mod:`dist_ctr.bench.peer`: the peer benchmark's two sides (the DeepCTR-Torch import with its shims, the
     config mapping, our and the peer's training runners);
+  - :mod:`dist_ctr.bench.facade`: the facade side (the peer's program with ``dist_ctr.compat`` as its import);
+  - :mod:`dist_ctr.bench.breakdown`: where a training step's time goes (torch profiler, split into input prep,
+    lookup, embedding backward + update, interaction, tower, loss, dense optimizer, engine, Python);
   - :mod:`dist_ctr.bench.examples`: the real-data examples' helpers (data location, encoding, batches, training).
 
 Nothing in the library imports this package, and it does not import Ray. Scripts import it directly
