@@ -2,7 +2,7 @@
 
 Embedding tables are updated inside the backward pass by FBGEMM's fused TBE kernels once DMP shards them
 (``apply_optimizer_in_backward`` marks the parameters before sharding; DMP turns the marks into fused params).
-Everything else (the DDP-wrapped dense part) gets an ordinary torch optimizer; both are combined into one
+Everything else (the dense part, DDP-wrapped above world size 1) gets a torch optimizer; both are combined into one
 ``CombinedOptimizer`` whose ``state_dict`` holds the sparse state as sharded tensors (checkpointed with DCP).
 """
 

@@ -11,7 +11,8 @@ Tables go to one of two TorchRec modules, decided once at construction:
   A single-valued feature on such a table (a DIN target item sharing its table with the history) is pooled
   from the EC output.
 
-DMP shards both modules and wraps the rest of the model in DDP; nothing here touches devices or processes.
+DMP shards both modules and wraps the rest of the model in DDP (above world size 1); nothing here touches devices
+or processes.
 
 >>> from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat, DenseFeat
 >>> s = FeatureSchema((SparseFeat("a", 10, 4), VarLenSparseFeat(SparseFeat("b", 7, 4), maxlen=3), DenseFeat("x")))
