@@ -59,15 +59,18 @@ from dist_ctr.train import checkpoint as ckpt
 from dist_ctr.train.engine import Trainer
 from dist_ctr.train.metrics import exact_auc, logloss
 
-# name -> (dense config, fused sparse config), DeepCTR-Torch's default learning rates.
+# name -> (dense config, fused sparse config), DeepCTR-Torch's default learning rates and torch's default eps
+# (torch.optim.Adagrad: 1e-10; torch.optim.Adam: 1e-8), which its compile(name) uses for every parameter.
+ADAGRAD_EPS = 1e-10
 OPTIMIZERS: dict[str, tuple[DenseOptimConfig, SparseOptimConfig]] = {
     "sgd": (DenseOptimConfig("sgd", lr=0.01), SparseOptimConfig("sgd", lr=0.01)),
-    "adam": (DenseOptimConfig("adam", lr=1e-3), SparseOptimConfig("adam", lr=1e-3)),
-    "adagrad": (DenseOptimConfig("adagrad", lr=0.01), SparseOptimConfig("adagrad", lr=0.01)),
-    "rmsprop": (DenseOptimConfig("rmsprop", lr=0.01), SparseOptimConfig("adagrad", lr=0.01)),  # type: ignore[arg-type]
+    "adam": (DenseOptimConfig("adam", lr=1e-3), SparseOptimConfig("adam", lr=1e-3, eps=1e-8)),
+    "adagrad": (DenseOptimConfig("adagrad", lr=0.01), SparseOptimConfig("adagrad", lr=0.01, eps=ADAGRAD_EPS)),
+    "rmsprop": (DenseOptimConfig("rmsprop", lr=0.01),  # type: ignore[arg-type]
+                SparseOptimConfig("adagrad", lr=0.01, eps=ADAGRAD_EPS)),
 }
 # FBGEMM's CPU kernels offer exact / row-wise Adagrad and SGD only: "adam" on CPU trains the embeddings with this.
-CPU_ADAM_FALLBACK = SparseOptimConfig("adagrad", lr=0.01)
+CPU_ADAM_FALLBACK = SparseOptimConfig("adagrad", lr=0.01, eps=ADAGRAD_EPS)
 LOSSES = {"binary_crossentropy": "binary", "mse": "regression"}
 METRICS = ("binary_crossentropy", "logloss", "auc", "mse", "mae", "accuracy", "acc")
 # compat metric -> key of the engine's evaluate() for a task type

@@ -11,6 +11,7 @@ import inspect
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
@@ -301,3 +302,18 @@ def test_positional_order_matches_deepctr_torch_source():
             assert list(inspect.signature(getattr(cm, name)).parameters)[: len(args)] == args, name
             checked += 1
     assert checked >= 5
+
+
+def test_compile_adagrad_uses_torch_adagrad_defaults_on_embeddings_too():
+    """``compile("adagrad")`` is DeepCTR-Torch's ``torch.optim.Adagrad(lr=0.01)`` (eps 1e-10) for every
+    parameter: the fused embedding optimizer gets the same lr and eps."""
+    from dist_ctr.compat.base import OPTIMIZERS
+
+    dense, sparse = OPTIMIZERS["adagrad"]
+    ref = torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(1))], lr=0.01).defaults
+    assert (sparse.name, sparse.lr, sparse.eps) == ("adagrad", ref["lr"], ref["eps"])
+    assert (dense.name, dense.lr) == ("adagrad", ref["lr"])
+    _x, _y, cols = planted(10)
+    m = small_deepfm(cols)
+    m.compile("adagrad", "binary_crossentropy")
+    assert m._optim is not None and m._optim[1].eps == ref["eps"]
