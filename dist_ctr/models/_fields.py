@@ -14,7 +14,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.models.base import CTRModel
 from dist_ctr.models.heads import TaskOutput
-from dist_ctr.models.inputs import DenseColumns, common_dim, require_sparse, split_features
+from dist_ctr.models.inputs import DenseColumns, common_dim, linear_part, require_sparse, split_features
 from dist_ctr.sparse import LinearArch, SparseArch
 
 __all__: list[str] = []  # private helpers; nothing re-exported by dist_ctr.models
@@ -53,9 +53,7 @@ class FieldModel(CTRModel):
             names = None if linear_feature_names is None else list(linear_feature_names)  # type: ignore[arg-type]
             if names is not None:
                 split_features(self.schema, names, model, "linear_feature_names")  # validates the names
-            self.linear = LinearArch(self.schema, names, init_std=self.embedding_init_std)
-            if self.linear.dense_weight is not None:
-                self.register_l2(l2_reg_linear, self.linear.dense_weight.parameters())
+            self.linear = linear_part(self, names, l2_reg_linear)
         self.out = TaskOutput(self.num_tasks)
 
     @property

@@ -33,9 +33,8 @@ from dist_ctr.models.base import CTRModel
 from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.heads import TaskOutput, logit_layer, make_dnn
-from dist_ctr.models.inputs import DeepInputs, check_feature_names
+from dist_ctr.models.inputs import DeepInputs, linear_part
 from dist_ctr.schema import FeatureSchema
-from dist_ctr.sparse import LinearArch
 
 __all__ = ["DCN", "DCNConfig", "DCNMix", "DCNMixConfig"]
 
@@ -106,8 +105,7 @@ class CrossDeep(CTRModel):
         self.config = cfg
         if cfg.cross_num < 0:
             raise ValueError(f"{name}: cross_num must be >= 0, got {cfg.cross_num}")
-        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"),
-                                 init_std=self.embedding_init_std)
+        self.linear = linear_part(self, cfg.linear_feature_names, cfg.l2_reg_linear)
         inputs = DeepInputs(schema, cfg.dnn_feature_names)
         if not (len(cfg.dnn_hidden_units) > 0 or cfg.cross_num > 0):
             raise ValueError(f"{name}: either dnn_hidden_units or cross_num must be > 0")
@@ -121,8 +119,6 @@ class CrossDeep(CTRModel):
         self.dnn_linear = logit_layer(self, width, cfg.l2_reg_dnn, self.dnn.weights() if self.dnn is not None else [])
         if self.crossnet is not None:
             self.register_l2(cfg.l2_reg_cross, cross.kernels(self.crossnet))
-        if self.linear.dense_weight is not None:
-            self.register_l2(cfg.l2_reg_linear, self.linear.dense_weight.parameters())
         self.out = TaskOutput(self.num_tasks, shared=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:

@@ -12,12 +12,11 @@ from dist_ctr.layers.core import DNN
 from dist_ctr.layers.field_attention import InteractingLayer
 from dist_ctr.layers.interaction import FM
 from dist_ctr.models._fields import FieldModel
-from dist_ctr.models.inputs import FeatureWeights, split_features
+from dist_ctr.models.inputs import FeatureWeights, linear_part, split_features
 from dist_ctr.models.heads import dnn_tower, logit_layer, make_dnn
 from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
-from dist_ctr.sparse import LinearArch
 
 __all__ = ["DIFM", "DIFMConfig", "IFM", "IFMConfig"]
 
@@ -53,9 +52,7 @@ class _InputAwareFM(FieldModel):
             raise ValueError(f"{name}: linear sparse feature(s) {extra} are not deep sparse features; the refined "
                              "linear part re-weights the deep sparse features only")
         self.linear_weights = FeatureWeights(self.schema, self.sparse_names, 1, "linear__")
-        self.linear = LinearArch(self.schema, lin_dense, init_std=self.embedding_init_std)
-        if self.linear.dense_weight is not None:
-            self.register_l2(config.l2_reg_linear, self.linear.dense_weight.parameters())
+        self.linear = linear_part(self, lin_dense, config.l2_reg_linear)
         self.fm = FM()
 
     def factor(self, emb: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract

@@ -26,7 +26,7 @@ sparse features are pooled as usual and, with the dense values, feed the DNN.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 from torch import nn
@@ -34,11 +34,14 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
 from dist_ctr.sparse import SparseArch, SparseOutput
-from dist_ctr.sparse.arch import LINEAR_DIM, mark_linear_tables
+from dist_ctr.sparse.arch import LINEAR_DIM, LinearArch, mark_linear_tables
 
 # Re-exported by ``dist_ctr.models`` as before (they were public in wdl.py and din.py); the rest is plumbing.
+if TYPE_CHECKING:
+    from dist_ctr.models.base import CTRModel
+
 __all__ = ["DeepInputs", "HistoryInputs", "SequenceBatch", "check_feature_names", "default_history_targets",
-           "find_history"]
+           "find_history", "linear_part"]
 
 
 def check_feature_names(schema: FeatureSchema, names: Optional[Iterable[str]], what: str) -> list[str]:
@@ -51,6 +54,17 @@ def check_feature_names(schema: FeatureSchema, names: Optional[Iterable[str]], w
     if unknown:
         raise ValueError(f"{what}: unknown feature(s) {unknown}; the schema has {all_names}")
     return names
+
+
+def linear_part(model: "CTRModel", names: Optional[Iterable[str]], l2_reg_linear: float) -> LinearArch:
+    """DeepCTR's linear part of ``model`` over ``names`` (``None`` = every feature; unknown names are an error
+    naming ``linear_feature_names``), started from the model's ``init_std``, its dense weight under
+    ``l2_reg_linear``."""
+    arch = LinearArch(model.schema, check_feature_names(model.schema, names, "linear_feature_names"),
+                      init_std=model.embedding_init_std)
+    if arch.dense_weight is not None:
+        model.register_l2(l2_reg_linear, arch.dense_weight.parameters())
+    return arch
 
 
 def split_features(schema: FeatureSchema, names: Optional[Sequence[str]], model: str,

@@ -12,7 +12,7 @@ from dist_ctr.models.heads import TaskOutput
 from dist_ctr.models.config_blocks import InitArgs, LinearArgs, positional_order
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
-from dist_ctr.sparse import LinearArch
+from dist_ctr.models.inputs import linear_part
 
 __all__ = ["LogisticRegression", "LogisticRegressionConfig"]
 
@@ -36,10 +36,8 @@ class LogisticRegression(CTRModel):
         self.config = config
         if self.num_tasks != 1:
             raise ValueError("LogisticRegression is single-task; use a multi-task model for several labels")
-        self.linear = LinearArch(schema, config.linear_feature_names, init_std=self.embedding_init_std)
+        self.linear = linear_part(self, config.linear_feature_names, config.l2_reg_linear)
         self.out = TaskOutput(self.num_tasks, shared=True)
-        if self.linear.dense_weight is not None:
-            self.register_l2(config.l2_reg_linear, self.linear.dense_weight.parameters())
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         return self.out(self.linear(dense, sparse))  # (B, 1)

@@ -28,8 +28,7 @@ from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.models.heads import TaskOutput, dnn_tower
-from dist_ctr.models.inputs import DeepInputs, check_feature_names
-from dist_ctr.sparse import LinearArch
+from dist_ctr.models.inputs import DeepInputs, linear_part
 
 __all__ = ["WDL", "WDLConfig"]
 
@@ -53,16 +52,13 @@ class WDL(CTRModel):
     def __init__(self, schema: FeatureSchema, config: WDLConfig = WDLConfig()) -> None:
         super().__init__(schema)
         cfg = self.config = config
-        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"),
-                                 init_std=self.embedding_init_std)
+        self.linear = linear_part(self, cfg.linear_feature_names, cfg.l2_reg_linear)
         self.inputs: Optional[DeepInputs] = None
         self.dnn: Optional[DNN] = None
         inputs = DeepInputs(schema, cfg.dnn_feature_names)
         if len(cfg.dnn_hidden_units) > 0 and inputs.output_dim > 0:
             self.inputs = inputs
             self.dnn, self.dnn_linear = dnn_tower(self, inputs.output_dim, cfg)
-        if self.linear.dense_weight is not None:
-            self.register_l2(cfg.l2_reg_linear, self.linear.dense_weight.parameters())
         self.out = TaskOutput(self.num_tasks, shared=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:

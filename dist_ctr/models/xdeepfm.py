@@ -30,9 +30,8 @@ from dist_ctr.models.base import CTRModel
 from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.heads import TaskOutput, dnn_tower
-from dist_ctr.models.inputs import DeepInputs, check_feature_names
+from dist_ctr.models.inputs import DeepInputs, linear_part
 from dist_ctr.schema import FeatureSchema
-from dist_ctr.sparse import LinearArch
 
 __all__ = ["xDeepFM", "xDeepFMConfig"]
 
@@ -65,8 +64,7 @@ class xDeepFM(CTRModel):  # noqa: N801 (DeepCTR's name)
     def __init__(self, schema: FeatureSchema, config: xDeepFMConfig = xDeepFMConfig()) -> None:
         super().__init__(schema)
         cfg = self.config = config
-        self.linear = LinearArch(schema, check_feature_names(schema, cfg.linear_feature_names, "linear_feature_names"),
-                                 init_std=self.embedding_init_std)
+        self.linear = linear_part(self, cfg.linear_feature_names, cfg.l2_reg_linear)
         inputs = DeepInputs(schema, cfg.dnn_feature_names)
         self.use_cin = len(cfg.cin_layer_size) > 0 and inputs.num_fields > 0
         self.use_dnn = len(cfg.dnn_hidden_units) > 0 and inputs.output_dim > 0
@@ -80,8 +78,6 @@ class xDeepFM(CTRModel):  # noqa: N801 (DeepCTR's name)
             self.cin = CIN(inputs.num_fields, cfg.cin_layer_size, cfg.cin_activation, cfg.cin_split_half)
             self.cin_linear = nn.Linear(self.cin.featuremap_num, self.num_tasks, bias=False)
             self.register_l2(cfg.l2_reg_cin, [c.weight for c in self.cin.conv1ds])
-        if self.linear.dense_weight is not None:
-            self.register_l2(cfg.l2_reg_linear, self.linear.dense_weight.parameters())
         self.out = TaskOutput(self.num_tasks, shared=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
