@@ -136,15 +136,21 @@ class CrossNetMix(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        # sum_k g_k x_0 * (U_k w_k + b) = x_0 * ([g_1 w_1 | ... | g_K w_K] [U_1 | ... | U_K]^T + b sum_k g_k): the
+        # experts' down- and up-projections are one GEMM each over all experts, and no (B, K, N) tensor is built.
         x0 = inputs  # (B, N)
         xl = x0
+        B, N = x0.shape
+        K, R = self.num_experts, self.C_list.shape[-1]
         for i in range(self.layer_num):
-            v = torch.tanh(torch.einsum("bn,knr->bkr", xl, self.V_list[i]))  # (B, K, R)
-            v = torch.tanh(torch.einsum("bkr,kqr->bkq", v, self.C_list[i]))  # (B, K, R) = C_k v
-            uv = torch.einsum("bkr,knr->bkn", v, self.U_list[i])  # (B, K, N)
-            experts = x0.unsqueeze(1) * (uv + self.bias[i])  # (B, K, N)
+            down = self.V_list[i].permute(1, 0, 2).reshape(N, K * R)  # (N, K R), expert-major columns
+            v = torch.tanh(xl @ down).view(B, K, R).transpose(0, 1)  # (K, B, R)
+            w = torch.tanh(torch.bmm(v, self.C_list[i].transpose(1, 2)))  # (K, B, R) = tanh(C_k v_k)
             gate = torch.softmax(self.gating(xl), dim=1)  # (B, K)
-            xl = torch.einsum("bkn,bk->bn", experts, gate) + xl  # (B, N)
+            gw = (w.transpose(0, 1) * gate.unsqueeze(-1)).reshape(B, K * R)  # (B, K R)
+            up = self.U_list[i].permute(0, 2, 1).reshape(K * R, N)  # (K R, N)
+            mixed = gw @ up + self.bias[i] * gate.sum(dim=1, keepdim=True)  # (B, N)
+            xl = x0 * mixed + xl  # (B, N)
         return xl
 
 

@@ -111,6 +111,30 @@ def test_crossnetmix_matches_formula():
     torch.testing.assert_close(net(x), _mix_reference(net, x).to(torch.float64))
 
 
+def test_crossnetmix_gradients_match_the_per_expert_einsum_form():
+    """The one-GEMM-per-projection form gives the outputs and gradients (input and every parameter) of the
+    per-expert form ``sum_k g_k x_0 * (U_k tanh(C_k tanh(V_k^T x_l)) + b)``, float64, B = 1 included."""
+    for B in (4, 1):
+        net = _randomise(CrossNetMix(6, low_rank=3, num_experts=3, layer_num=2), seed=11)
+        x = torch.randn(B, 6, dtype=torch.float64, requires_grad=True)
+
+        def per_expert() -> torch.Tensor:
+            x0 = xl = x
+            for i in range(net.layer_num):
+                v = torch.tanh(torch.einsum("bn,knr->bkr", xl, net.V_list[i]))  # (B, K, R)
+                v = torch.tanh(torch.einsum("bkr,kqr->bkq", v, net.C_list[i]))  # (B, K, R)
+                experts = x0.unsqueeze(1) * (torch.einsum("bkr,knr->bkn", v, net.U_list[i]) + net.bias[i])
+                gate = torch.softmax(net.gating(xl), dim=1)  # (B, K)
+                xl = torch.einsum("bkn,bk->bn", experts, gate) + xl
+            return xl
+
+        params = [x, *net.parameters()]
+        out, ref = net(x), per_expert()
+        torch.testing.assert_close(out, ref)
+        for a, b in zip(torch.autograd.grad(out.square().sum(), params), torch.autograd.grad(ref.square().sum(), params)):
+            torch.testing.assert_close(a, b)
+
+
 def test_crossnetmix_shapes_and_init():
     net = CrossNetMix(16, low_rank=4, num_experts=3, layer_num=2)
     assert net.U_list.shape == net.V_list.shape == (2, 3, 16, 4)
