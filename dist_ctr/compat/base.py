@@ -52,12 +52,12 @@ import torch.distributed as dist
 
 from dist_ctr.compat.callbacks import Callback, History
 from dist_ctr.compat.data import BatchStream, PreparedData, prepare
+from dist_ctr.compat.metrics import ENGINE_KEY, METRICS, metric_value
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.distributed.env import DistEnv, init_process_group
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.train import checkpoint as ckpt
 from dist_ctr.train.engine import Trainer
-from dist_ctr.train.metrics import exact_auc, logloss
 
 # name -> (dense config, fused sparse config), DeepCTR-Torch's default learning rates and torch's default eps
 # (torch.optim.Adagrad: 1e-10; torch.optim.Adam: 1e-8), which its compile(name) uses for every parameter.
@@ -72,37 +72,6 @@ OPTIMIZERS: dict[str, tuple[DenseOptimConfig, SparseOptimConfig]] = {
 # FBGEMM's CPU kernels offer exact / row-wise Adagrad and SGD only: "adam" on CPU trains the embeddings with this.
 CPU_ADAM_FALLBACK = SparseOptimConfig("adagrad", lr=0.01, eps=ADAGRAD_EPS)
 LOSSES = {"binary_crossentropy": "binary", "mse": "regression"}
-METRICS = ("binary_crossentropy", "logloss", "auc", "mse", "mae", "accuracy", "acc")
-# compat metric -> key of the engine's evaluate() for a task type
-_ENGINE_KEY = {
-    ("binary", "binary_crossentropy"): "logloss",
-    ("binary", "logloss"): "logloss",
-    ("binary", "auc"): "auc",
-    ("regression", "mse"): "mse",
-    ("regression", "mae"): "mae",
-}
-
-
-def metric_value(name: str, preds: np.ndarray, labels: np.ndarray) -> float:
-    """One compat metric of predictions ``(N,)`` against labels ``(N,)`` (exact, whole set).
-
-    >>> metric_value("accuracy", np.array([0.2, 0.7, 0.6]), np.array([0.0, 1.0, 0.0]))
-    0.6666666666666666
-    """
-    p, y = torch.from_numpy(np.asarray(preds, np.float64)), torch.from_numpy(np.asarray(labels, np.float64))
-    if name in ("binary_crossentropy", "logloss"):
-        return logloss(p, y)
-    if name == "auc":
-        return exact_auc(p, y)
-    if name == "mse":
-        return float(((p - y) ** 2).mean())
-    if name == "mae":
-        return float((p - y).abs().mean())
-    if name in ("accuracy", "acc"):
-        return float(((p > 0.5).double() == y).double().mean())
-    raise ValueError(f"unknown metric {name!r}; expected one of {METRICS}")
-
-
 def _dense_supports(name: str) -> bool:
     """Whether the engine's dense optimizer factory knows ``name`` (probed on a dummy parameter)."""
     from dist_ctr.distributed.optim import dense_optimizer
@@ -384,7 +353,7 @@ class CompatModel:
         for name in self.metrics:
             vals = []
             for t, task in enumerate(self.task_types):
-                key = _ENGINE_KEY.get((task, name))
+                key = ENGINE_KEY.get((task, name))
                 ekey = (key if T == 1 else f"{self.task_names[t]}/{key}") if key else None
                 if ekey is not None and ekey in engine:
                     vals.append(float(engine[ekey]))
