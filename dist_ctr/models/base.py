@@ -6,9 +6,10 @@ dense layers are ordinary modules. Extra loss terms computed during ``forward`` 
 batch's embeddings) are recorded with :meth:`add_loss` and collected by ``CTRTask`` right after the call.
 
 Regularisation follows DeepCTR's ``l2_reg_*`` arguments with one deliberate difference for scale:
-``l2_reg_embedding`` (and the sparse half of ``l2_reg_linear``) penalise the embeddings *looked up in the batch*
-(``l2 * sum(e ** 2) / B``) instead of decaying every row of every table each step, which a sharded table of
-billions of rows cannot afford. Dense weights are penalised in full, as in DeepCTR.
+``l2_reg_embedding`` (and, in IFM and MLR, ``l2_reg_linear`` on their per-feature linear weights) penalise the
+embeddings *looked up in the batch* (``l2 * sum(e ** 2) / B``) instead of decaying every row of every table each
+step, which a sharded table of billions of rows cannot afford. The other models' ``l2_reg_linear`` penalises the
+dense weights of their linear part only. Dense weights are penalised in full, as in DeepCTR.
 """
 
 from __future__ import annotations
