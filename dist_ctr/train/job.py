@@ -211,9 +211,9 @@ def _train_and_evaluate(job: JobConfig, schema: FeatureSchema, env: DistEnv, tra
                             batch_size=getattr(train_cfg, "batch_size", DEFAULT_BATCH_SIZE))
         base.fit(train_data, epochs=tc.epochs, progress=False, log_every=0, max_steps=tc.max_steps)
         result.baseline_metrics = base.evaluate(eval_data)
-    if ck_root:
-        latest = ckpt.latest_checkpoint(ck_root, ck.storage_options)
-        result.checkpoint = latest.url if latest else None
+    if ck_root:  # the checkpoint this run wrote last (the directory may hold newer ones of other runs)
+        mine = [c for c in ckpt.list_checkpoints(ck_root, ck.storage_options) if c.step == trainer.global_step]
+        result.checkpoint = mine[-1].url if mine else None
     result.data_report = _gather_data_report([train_data, eval_data])
     return result, train_time
 
