@@ -312,6 +312,32 @@ def test_sequences_are_lists_up_to_maxlen_linked_to_the_target(tmp_path):
     assert y[has & (share > 0.6)].mean() > y[has & (share < 0.2)].mean() + 0.1
 
 
+def test_chained_tasks_nest_their_labels_and_multiply_their_probabilities():
+    sig = PlantedSignal(chained_tasks=True)
+    st = synth_table(SMALL, 20_000, seed=0, tasks=2, positive_rate=[0.25, 0.3], signal=sig)
+    click, ctcvr = (st.table.column(n).to_numpy() for n in ("label", "label_1"))
+    assert (ctcvr <= click).all()  # conversion implies click
+    # sigmoid(z_1) averages 0.3 over all rows; correlated with the click, it is higher among clicks.
+    assert click.mean() == pytest.approx(0.25, abs=0.015) and 0.25 * 0.3 < ctcvr.mean() < 0.25 * 0.6
+    assert (st.probs[1] <= st.probs[0] + 1e-6).all() and ctcvr.mean() == pytest.approx(st.probs[1].mean(), abs=0.01)
+    free = synth_table(SMALL, 20_000, seed=0, tasks=2, positive_rate=[0.25, 0.3])  # the same rows, unchained
+    assert (free.table.column("label").to_numpy() == click).all()
+    with pytest.raises(ValueError, match="chained_tasks needs binary labels"):
+        from dist_ctr.schema import LabelSpec
+
+        PlantedModel(FeatureSchema(SMALL.features, (LabelSpec("a"), LabelSpec("b", "regression"))), signal=sig)
+
+
+def test_history_categories_and_min_length_are_knobs():
+    sig = PlantedSignal(history_categories=10, history_min_length=2)
+    st = synth_table(SMALL, 5000, seed=0, sequences=True, seq_maxlen=6, seq_vocab=200, signal=sig)
+    assert st.model.histories[0].n_cat == 10
+    lengths = np.diff(st.table.column("hist_item_id").combine_chunks().offsets.to_numpy())
+    assert lengths.min() == 2 and lengths.max() == 6
+    with pytest.raises(ValueError, match="history_min_length"):
+        synth_table(SMALL, 10, sequences=True, seq_maxlen=6, signal=PlantedSignal(history_min_length=7))
+
+
 def test_multi_hot_bags_and_regression_labels():
     from dist_ctr.schema import LabelSpec
 

@@ -29,6 +29,9 @@ The report gives the generator's Bayes AUC (exact rank AUC of the true probabili
 the generated rows) and the AUC of the additive part of the truth (``first_order_auc``), so benchmarks know the
 ceiling and how much of it needs interactions.
 
+In memory, :func:`synth_table` gives an Arrow table and :func:`draw_arrays` the same rows read by the loader's
+transform: column arrays, true logits, Bayes AUC and ``CTRBatch`` es (what tests and benchmarks train on).
+
 >>> from dist_ctr.schema import DenseFeat, FeatureSchema, SparseFeat
 >>> s = FeatureSchema((DenseFeat("I1"), SparseFeat("C1", 100, 4), SparseFeat("C2", 50, 4)))
 >>> t = synth_table(s, 1000, seed=1)
@@ -41,6 +44,7 @@ ceiling and how much of it needs interactions.
 """
 
 from dist_ctr.auc import exact_auc
+from dist_ctr.data.synthetic.arrays import PlantedArrays, draw_arrays, history_categories
 from dist_ctr.data.synthetic.ids import TABLE_MAX, _hash_unit, _hex8, _salt, _sigmoid, _u32, _unit, _Zipf
 from dist_ctr.data.synthetic.model import ROW_ID, PlantedModel
 from dist_ctr.data.synthetic.signal import PlantedSignal
@@ -55,12 +59,15 @@ from dist_ctr.data.synthetic.write import (
 )
 
 __all__ = [
+    "PlantedArrays",
     "PlantedModel",
     "PlantedSignal",
     "SynthReport",
     "SynthTable",
+    "draw_arrays",
     "exact_auc",
     "generate",
+    "history_categories",
     "synth_table",
     "with_options",
 ]

@@ -49,6 +49,8 @@ class PlantedModel:
             raise ValueError(f"positive_rate must be one rate in (0, 1) or one per label {schema.label_names}, "
                              f"got {positive_rate!r}")
         self.positive_rate = [float(r) for r in rates]
+        if sig.chained_tasks and any(lab.task != "binary" for lab in schema.labels):
+            raise ValueError(f"chained_tasks needs binary labels only, got {[lab.task for lab in schema.labels]}")
         rng = np.random.default_rng([self.model_seed, 0x5EED])
 
         # Linked histories: a VarLenSparseFeat reading the table of a single-valued feature.
@@ -60,9 +62,13 @@ class PlantedModel:
             if tgt is None or tgt.name in linked_targets:
                 continue
             vocab = min(v.vocabulary_size, tgt.vocabulary_size)
-            n_cat = max(1, min(32, vocab // 4))
+            n_cat = sig.history_categories or max(1, min(32, vocab // 4))
+            if n_cat > vocab or sig.history_min_length > v.maxlen:
+                raise ValueError(f"history {v.name!r}: history_categories ({n_cat}) must be <= its vocabulary "
+                                 f"({vocab}) and history_min_length ({sig.history_min_length}) <= maxlen ({v.maxlen})")
             self.histories.append(_History(v.name, tgt.name, v.maxlen, n_cat, _Zipf(max(1, vocab // n_cat), 1.1),
-                                           beta=sig.sequence_scale, hist_vocab=v.vocabulary_size))
+                                           beta=sig.sequence_scale, hist_vocab=v.vocabulary_size,
+                                           min_len=sig.history_min_length))
             linked_targets.add(tgt.name)
         self._hist_names = {h.hist for h in self.histories}
 
@@ -226,8 +232,8 @@ class PlantedModel:
         tgt = general.draw(_u32(rng, n))
         inner = h.inner.sample(_u32(rng, n))
         tgt = np.where(from_int, interest + h.n_cat * inner, tgt)
-        # History: lengths 0..maxlen; 70% of the items from the interest category.
-        lengths = (_u32(rng, n) % np.uint32(h.maxlen + 1)).astype(np.int32)
+        # History: lengths min_len..maxlen; 70% of the items from the interest category.
+        lengths = (_u32(rng, n) % np.uint32(h.maxlen + 1 - h.min_len)).astype(np.int32) + np.int32(h.min_len)
         total = int(lengths.sum())
         rows = np.repeat(np.arange(n), lengths)
         in_cat = _u32(rng, total) < np.uint32(int(0.7 * 2**32))
@@ -260,9 +266,14 @@ class PlantedModel:
         z = ch.z + self.bias[:, None].astype(np.float32)
         arrays: list[pa.Array] = [pa.array(np.arange(row_id_start, row_id_start + n, dtype=np.int64))]
         names = [ROW_ID]
+        chained = self.signal.chained_tasks
+        y_prev = None
         for t, lab in enumerate(self.schema.labels):
             if lab.task == "binary":
                 y = (_unit(_u32(rng, n)) < _sigmoid(z[t])).astype(np.int8)
+                if chained and y_prev is not None:
+                    y &= y_prev  # a step happens only after the one before it
+                y_prev = y
             else:
                 y = (z[t] + rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
             arrays.append(pa.array(y))
@@ -270,4 +281,16 @@ class PlantedModel:
         for f in self.schema.features:
             arrays.append(ch.columns[f.name])
             names.append(f.name)
+        if chained:
+            z = _chain_logits(z)
         return pa.Table.from_arrays(arrays, names=names), z, ch.z_first + np.float32(self.bias[0])
+
+
+def _chain_logits(z: np.ndarray) -> np.ndarray:
+    """Logits ``(T, N)`` of the steps given the step before -> logits of reaching each step, float32 ``(T, N)``.
+
+    >>> np.round(_sigmoid(_chain_logits(np.zeros((2, 1), np.float32)))[:, 0], 3).tolist()
+    [0.5, 0.25]
+    """
+    log_p = np.cumsum(-np.logaddexp(0.0, -z.astype(np.float64)), axis=0)  # (T, N) log prod sigmoid(z_s)
+    return (log_p - np.log(-np.expm1(log_p))).astype(np.float32)  # logit(p) = log p - log(1 - p)

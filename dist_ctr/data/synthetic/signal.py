@@ -30,6 +30,15 @@ class PlantedSignal:
         zipf_range (tuple[float, float]): range of the per-feature Zipf exponents.
         fixed_bags (bool): every multi-hot bag (a ``VarLenSparseFeat`` that is not a linked history) holds exactly
             ``maxlen`` ids, MLPerf's multi-hot layout; otherwise a bag's length is uniform in ``0..maxlen``.
+        history_categories (int): ``C``, interest categories of a linked history (item ``i`` is in category
+            ``i % C``); 0 picks ``min(32, V // 4)``.
+        history_min_length (int): shortest history; lengths are uniform in ``history_min_length..maxlen``.
+        chained_tasks (bool): binary task ``t > 0`` is a step after task ``t - 1`` (click, then conversion): its
+            label is task ``t - 1``'s label and a ``Bernoulli(sigmoid(z_t))`` draw, its true probability the
+            product of ``sigmoid(z_s)`` for ``s <= t`` (ESMM's CTCVR); ``positive_rate[t]`` is then the mean of
+            ``sigmoid(z_t)`` over all rows (correlated with the step before, the rate given that step is higher).
+
+    A zero ``zipf_range`` ``(0.0, 0.0)`` draws uniform ids (small test vocabularies).
     """
 
     first_order_scale: float = 0.22
@@ -41,11 +50,17 @@ class PlantedSignal:
     task_correlation: float = 0.8
     zipf_range: tuple[float, float] = (1.05, 1.3)
     fixed_bags: bool = False
+    history_categories: int = 0
+    history_min_length: int = 0
+    chained_tasks: bool = False
 
     def __post_init__(self) -> None:
         if self.n_pairs < 0 or self.pair_rank < 1:
             raise ValueError(f"PlantedSignal: n_pairs must be >= 0 and pair_rank >= 1, "
                              f"got {self.n_pairs}, {self.pair_rank}")
+        if self.history_categories < 0 or self.history_min_length < 0:
+            raise ValueError(f"PlantedSignal: history_categories and history_min_length must be >= 0, "
+                             f"got {self.history_categories}, {self.history_min_length}")
         object.__setattr__(self, "zipf_range", tuple(float(x) for x in self.zipf_range))
 
 
@@ -143,6 +158,7 @@ class _History:
     inner: _Zipf  # ranks within a category
     beta: float
     hist_vocab: int = 1
+    min_len: int = 0  # shortest history
     match_mean: Optional[float] = None  # set from the calibration sample
 
 
