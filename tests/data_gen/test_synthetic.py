@@ -329,9 +329,11 @@ def test_chained_tasks_nest_their_labels_and_multiply_their_probabilities():
 
 
 def test_history_categories_and_min_length_are_knobs():
-    sig = PlantedSignal(history_categories=10, history_min_length=2)
+    sig = PlantedSignal(history_categories=10, history_min_length=2, history_zipf=0.0)
     st = synth_table(SMALL, 5000, seed=0, sequences=True, seq_maxlen=6, seq_vocab=200, signal=sig)
     assert st.model.histories[0].n_cat == 10
+    inner = st.model.histories[0].inner.pmf()  # items within a category: uniform
+    assert inner.shape == (20,) and np.allclose(inner, 1 / 20)
     lengths = np.diff(st.table.column("hist_item_id").combine_chunks().offsets.to_numpy())
     assert lengths.min() == 2 and lengths.max() == 6
     with pytest.raises(ValueError, match="history_min_length"):

@@ -66,9 +66,9 @@ class PlantedModel:
             if n_cat > vocab or sig.history_min_length > v.maxlen:
                 raise ValueError(f"history {v.name!r}: history_categories ({n_cat}) must be <= its vocabulary "
                                  f"({vocab}) and history_min_length ({sig.history_min_length}) <= maxlen ({v.maxlen})")
-            self.histories.append(_History(v.name, tgt.name, v.maxlen, n_cat, _Zipf(max(1, vocab // n_cat), 1.1),
-                                           beta=sig.sequence_scale, hist_vocab=v.vocabulary_size,
-                                           min_len=sig.history_min_length))
+            inner = _Zipf(max(1, vocab // n_cat), sig.history_zipf)
+            self.histories.append(_History(v.name, tgt.name, v.maxlen, n_cat, inner, beta=sig.sequence_scale,
+                                           hist_vocab=v.vocabulary_size, min_len=sig.history_min_length))
             linked_targets.add(tgt.name)
         self._hist_names = {h.hist for h in self.histories}
 

@@ -33,6 +33,8 @@ class PlantedSignal:
         history_categories (int): ``C``, interest categories of a linked history (item ``i`` is in category
             ``i % C``); 0 picks ``min(32, V // 4)``.
         history_min_length (int): shortest history; lengths are uniform in ``history_min_length..maxlen``.
+        history_zipf (float): Zipf exponent of the items drawn within a category (0: uniform, so that with
+            uniform ids an item's id says nothing about whether it came from the row's interest).
         chained_tasks (bool): binary task ``t > 0`` is a step after task ``t - 1`` (click, then conversion): its
             label is task ``t - 1``'s label and a ``Bernoulli(sigmoid(z_t))`` draw, its true probability the
             product of ``sigmoid(z_s)`` for ``s <= t`` (ESMM's CTCVR); ``positive_rate[t]`` is then the mean of
@@ -52,6 +54,7 @@ class PlantedSignal:
     fixed_bags: bool = False
     history_categories: int = 0
     history_min_length: int = 0
+    history_zipf: float = 1.1
     chained_tasks: bool = False
 
     def __post_init__(self) -> None:
