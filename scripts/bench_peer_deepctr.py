@@ -11,13 +11,12 @@ installs it there with ``--no-deps``); no DeepCTR-Torch code lives in this repos
   - ``deepctr_torch.utils``: its ``check_version`` starts a thread that queries PyPI on import; the stand-in's
     ``check_version`` does nothing (no network, no background thread during timing).
 
-Data (made with NumPy by :mod:`dist_ctr.bench.peer_data`, one seed): a Criteo-shaped set: 26 categorical features
-``C1..C26`` with bounded Zipf ids (exponent 1.1) over the Criteo-Kaggle cardinalities capped at 75,000 (about 647k
-rows in all; the ``criteo-kaggle`` preset's vocabularies are used instead when ``dist_ctr.data.presets`` exists), 13 dense features
-``I1..I13`` (log-normal counts, log1p and scaled to [0, 1] over a fixed range, as a min-max scaler would), and a binary label
-drawn from ``sigmoid(bias + first-order id effects on 8 fields + rank-4 pairwise effects on 8 field pairs + dense
-effects + one dense x dense product)``, the bias set for a 25% CTR; the planted function depends on ``--data-seed``
-only, not on the row count. The same arrays, same row order, feed both libraries: DeepCTR-Torch gets
+Data (:mod:`dist_ctr.bench.peer_data`, one seed): a Criteo-shaped set from the library's planted generator
+(:class:`dist_ctr.data.synthetic.PlantedModel`, default signal): 26 categorical features ``C1..C26`` with Zipf ids
+over the ``criteo-kaggle`` preset's vocabularies (Criteo-Kaggle cardinalities capped at 75,000 without it), 13
+dense counts ``I1..I13`` read as ``log(1 + x)``, and a binary label drawn from ``sigmoid(bias + first-order effects
++ 6 centred rank-4 pairwise effects + dense effects)``, the bias set for a 25% CTR; the planted function depends on
+``--data-seed`` only, not on the row count. The same arrays, same row order, feed both libraries: DeepCTR-Torch gets
 ``dict[column -> np.ndarray]`` (int64 ids, float32 dense, as a label-encoded DataFrame would give), dist_ctr gets
 batches (``CTRBatch``) cut from the same rows (key-major KJT, int64 ids, int32 lengths).
 
@@ -31,8 +30,8 @@ Sequence and multi-task models get their own data (:mod:`dist_ctr.bench.peer_dat
     and the ``seq_length`` column, ``history_feature_list=["item_id", "cate_id"]``; ours the same ids with the
     histories linked to their targets' tables by ``embedding_name`` (KJT values = each row's valid prefix).
   - ``SharedBottom``, ``ESMM``, ``MMOE``, ``PLE``: the Criteo-shaped rows above with two labels, ``ctr`` (the
-    label above) and ``ctcvr`` (click and convert; conversion given a click planted on the click logit and its own
-    effects), ``y`` of shape ``(N, 2)`` on both sides (ours: ``LabelSpec("ctr"), LabelSpec("ctcvr")``; the peer:
+    label above) and ``ctcvr`` (click and convert; the generator's chained tasks: conversion given a click planted
+    on 0.8 x the click logit and its own effects), ``y`` of shape ``(N, 2)`` on both sides (ours: ``LabelSpec("ctr"), LabelSpec("ctcvr")``; the peer:
     its defaults ``task_types=("binary", "binary")``, ``task_names=("ctr", "ctcvr")``). Their AUC is the mean of
     the two per-task AUCs (each printed in brackets and written to the JSON as ``task_aucs``).
   Differences that stay, by construction: DIEN runs with ``gru_type="AUGRU"`` and ``use_negsampling=False`` on

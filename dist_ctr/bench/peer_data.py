@@ -1,15 +1,17 @@
 """Planted-signal data of the DeepCTR-Torch peer benchmark (``scripts/bench_peer_deepctr.py``,
 ``scripts/peer_trajectory.py``): Criteo-shaped rows for the flat models, their two-label form for the multi-task
-models (SharedBottom, ESMM, MMOE, PLE) and behaviour sequences for DIN / DIEN. NumPy only, vectorised, seeded;
-both libraries get the same arrays.
+models (SharedBottom, ESMM, MMOE, PLE) and behaviour sequences for DIN / DIEN. Seeded; the flat and multi-task
+rows come from the library's planted generator; both libraries get the same arrays.
 
 Notation: ``N`` rows, ``F`` categorical fields, ``L`` history ``maxlen``, ``V`` items, ``C`` categories, ``T`` tasks.
 
-**Criteo-shaped rows** (:func:`make_data`): 26 categorical features ``C1..C26`` with bounded Zipf ids (exponent
-1.1) over the vocabularies of :func:`vocabularies`, 13 dense features ``I1..I13`` (log-normal counts, log1p and
-scaled to [0, 1] over a fixed range), and a binary label drawn from ``sigmoid(bias + first-order id effects on 8
-fields + rank-4 pairwise effects on 8 field pairs + dense effects + one dense x dense product)``, the bias set for a
-25% CTR; the planted function depends on ``seed`` only, not on the row count.
+**Criteo-shaped rows** (:func:`make_data`): the library's planted generator
+(:class:`dist_ctr.data.synthetic.PlantedModel` with its default :class:`~dist_ctr.data.synthetic.PlantedSignal`,
+``model_seed = seed``) on the schema of :func:`our_schema`: 26 categorical features ``C1..C26`` with Zipf ids over
+the vocabularies of :func:`vocabularies`, 13 dense counts ``I1..I13`` read as ``log(1 + x)`` (nulls -> 0), and a
+binary label drawn from ``sigmoid(bias + first-order effects of every feature + 6 centred rank-4 pairwise effects +
+dense effects)``, the bias set for a 25% CTR; the rows are :func:`dist_ctr.data.synthetic.draw_arrays`' (seed
+``seed``). The planted function depends on ``seed`` only, not on the row count.
 
 **Behaviour sequences** (:func:`make_sequence_data`). Item ``i`` has category ``i % C``. Every row has a user (no
 effect), an interest category ``k`` and an interest strength ``rho ~ U(0.2, 0.9)``; a history of ``n ~ U{1..L}``
@@ -24,15 +26,18 @@ category (position ``t`` of ``n`` weighs ``exp(-(n - 1 - t) / 5)``, so recent be
 alone carries only ``g``; the rest needs the history read against the target (DIN's attention, DIEN's evolving
 interest). ``b`` is set by bisection for a 25% CTR; the planted function depends on ``seed`` only, not on ``N``.
 
-**Two tasks** (:func:`conversion_labels`): on top of the flat Criteo-shaped rows (the click label of
-:func:`make_data`), a conversion given a click is drawn from ``sigmoid(g)`` with
-``g = c + 0.6 (z_click - mean) + first-order effects on 4 other fields + a dense effect``, ``c`` set for a 30% mean
-conversion rate; the second label is click-and-convert (CTCVR), so the tasks are correlated and conversion implies
-click (ESMM's setting). The same two labels (``ctr``, ``ctcvr``) serve all four multi-task models.
+**Two tasks** (:func:`with_conversions`): the same generator with two chained labels
+(``PlantedSignal(chained_tasks=True)``): the click of :func:`make_data` (same rows, same labels) and
+click-and-convert (CTCVR), a conversion given a click drawn from ``sigmoid(z_cvr)`` with ``z_cvr = c + 0.8 z_click +
+first-order effects on 3 fields``, ``c`` set for a 30% mean of ``sigmoid(z_cvr)``; conversion implies click
+(ESMM's setting). The same two labels (``ctr``, ``ctcvr``) serve all four multi-task models.
 
 >>> f = make_data(3000, [50] * 26, seed=0)
 >>> f.sparse.shape, f.dense.shape, bool(0.2 < f.label.mean() < 0.3), bool(0.6 < task_aucs(f.label, f.prob)[0] < 1)
 ((3000, 26), (3000, 13), True, True)
+>>> m = with_conversions(f, [50] * 26, seed=0)
+>>> m.label.shape, bool((m.label[:, 0] == f.label).all() and (m.label[:, 1] <= m.label[:, 0]).all())
+((3000, 2), True)
 >>> b = to_batches(f.rows(0, 1000), 512)
 >>> len(b), b[0].sparse.keys()[:2], tuple(b[1].labels.shape)
 (2, ['C1', 'C2'], (488, 1))
@@ -46,7 +51,7 @@ click (ESMM's setting). The same two labels (``ctr``, ``ctcvr``) serve all four 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -54,10 +59,11 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.auc import exact_auc
 from dist_ctr.data.batch import CTRBatch
+from dist_ctr.data.synthetic import PlantedModel, PlantedSignal, draw_arrays
 from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat
 
 __all__ = ["CRITEO_KAGGLE_CARD", "DENSE_NAMES", "Data", "N_DENSE", "N_SPARSE", "SEQ_LENGTH", "SEQ_TARGETS",
-           "SPARSE_NAMES", "SeqData", "VOCAB_CAP", "conversion_labels", "make_data", "make_sequence_data", "our_schema",
+           "SPARSE_NAMES", "SeqData", "VOCAB_CAP", "make_data", "make_sequence_data", "our_schema",
            "seq_peer_columns", "seq_schema", "seq_to_batches", "task_aucs", "to_batches", "vocabularies",
            "with_conversions"]
 
@@ -124,52 +130,28 @@ def vocabularies() -> tuple[list[int], str]:
         return [min(c, VOCAB_CAP) for c in CRITEO_KAGGLE_CARD], f"Criteo-Kaggle cardinalities capped at {VOCAB_CAP:,}"
 
 
+def _flat_model(vocabs: list[int], seed: int, ctr: float, cvr: Optional[float] = None) -> PlantedModel:
+    """The planted model of the Criteo-shaped rows: one label, or two chained ones (``ctr``, ``ctcvr``)."""
+    labels = ("label",) if cvr is None else ("ctr", "ctcvr")
+    signal = PlantedSignal(chained_tasks=cvr is not None)
+    return PlantedModel(our_schema(vocabs, 16, labels), seed, signal, ctr if cvr is None else (ctr, cvr))
+
+
 def make_data(n: int, vocabs: list[int], seed: int, ctr: float = 0.25) -> Data:
-    """``n`` Criteo-shaped rows over ``vocabs`` (``F`` sizes) with a planted first-order + pairwise signal (see the
-    module docstring).
-
-    The planted function depends on ``seed`` only (not on ``n``); the bias is set so the mean click probability
-    is ``ctr``.
-    """
-    gp = np.random.default_rng([seed, 0])  # the planted function
-    g = np.random.default_rng([seed, 1])  # the rows
-    first = [(int(f), gp.normal(0.0, 0.5, vocabs[f])) for f in gp.choice(len(vocabs), 8, replace=False)]
-    pairs = []
-    for _ in range(8):
-        f, h = (int(x) for x in gp.choice(len(vocabs), 2, replace=False))
-        pairs.append((f, h, gp.normal(0.0, 0.55, (vocabs[f], 4)), gp.normal(0.0, 0.55, (vocabs[h], 4))))
-    wd = gp.normal(0.0, 1.0, N_DENSE)
-    perms = [gp.permutation(v) for v in vocabs]
-
-    sparse = np.empty((n, len(vocabs)), dtype=np.int64)
-    for f, v in enumerate(vocabs):
-        p = 1.0 / np.arange(1, v + 1, dtype=np.float64) ** 1.1
-        cdf = np.cumsum(p / p.sum())
-        rank = np.minimum(np.searchsorted(cdf, g.random(n)), v - 1)
-        sparse[:, f] = perms[f][rank]  # frequent ids scattered over the table
-    dense = np.log1p(g.lognormal(1.0, 1.2, (n, N_DENSE)))
-    lo, hi = np.log1p(0.0), np.log1p(np.exp(1.0 + 1.2 * 5.0))  # fixed min-max range (not data-dependent)
-    dense = np.clip((dense - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    logit = np.zeros(n)
-    for f, w in first:  # first-order id effects
-        logit += w[sparse[:, f]]
-    for f, h, u, v in pairs:  # rank-4 pairwise effects <u_f[id_f], v_h[id_h]>
-        logit += np.einsum("nk,nk->n", u[sparse[:, f]], v[sparse[:, h]])
-    logit += (dense - dense.mean(0)) @ wd * 3.0 + 8.0 * (dense[:, 0] - 0.3) * (dense[:, 1] - 0.3)
-    lo_b, hi_b = -10.0, 10.0  # bias by bisection: mean sigmoid(logit + b) = ctr
-    for _ in range(50):
-        b = (lo_b + hi_b) / 2
-        lo_b, hi_b = (b, hi_b) if np.mean(1.0 / (1.0 + np.exp(-(logit + b)))) < ctr else (lo_b, b)
-    prob = 1.0 / (1.0 + np.exp(-(logit + b)))
-    label = (g.random(n) < prob).astype(np.float32)
-    return Data(sparse, dense, label, prob)
+    """``n`` Criteo-shaped rows over ``vocabs`` (``F`` sizes) with the library's planted signal (see the module
+    docstring). The planted function depends on ``seed`` only (not on ``n``); the bias is set so the mean click
+    probability is ``ctr``."""
+    d = draw_arrays(_flat_model(vocabs, seed, ctr), n, seed)
+    return Data(d.columns.ids, d.dense, d.labels[:, 0], d.probs[:, 0])
 
 
-def with_conversions(data: Data, vocabs: list[int], seed: int) -> Data:
-    """The same rows with two labels ``(N, 2)``: the click (``ctr``) and click-and-convert (``ctcvr``); see
-    :func:`conversion_labels`."""
-    ctcvr, p_ctcvr = conversion_labels(data.label, data.prob, data.sparse, data.dense, vocabs, seed)
-    return Data(data.sparse, data.dense, np.stack([data.label, ctcvr], axis=1), np.stack([data.prob, p_ctcvr], axis=1))
+def with_conversions(data: Data, vocabs: list[int], seed: int, ctr: float = 0.25, cvr: float = 0.3) -> Data:
+    """The rows of ``make_data(len(data), vocabs, seed, ctr)`` with two labels ``(N, 2)``: the click (``ctr``) and
+    click-and-convert (``ctcvr``), and their true probabilities ``(N, 2)``; see the module docstring."""
+    d = draw_arrays(_flat_model(vocabs, seed, ctr, cvr), len(data), seed)
+    if not np.array_equal(d.columns.ids, data.sparse):
+        raise ValueError("with_conversions: data must be make_data(n, vocabs, seed, ctr)'s rows, drawn with this seed")
+    return Data(data.sparse, data.dense, d.labels, d.probs)
 
 
 def our_schema(vocabs: list[int], dim: int, labels: tuple[str, ...] = ("label",)) -> FeatureSchema:
@@ -318,25 +300,3 @@ def seq_to_batches(d: SeqData, schema: FeatureSchema, batch: int) -> list[CTRBat
         dense = np.stack([part.dense[k] for k in schema.dense_names], axis=1)  # (b, n_dense)
         out.append(CTRBatch(torch.from_numpy(dense), kjt, torch.from_numpy(part.label)))  # labels (b, T)
     return out
-
-
-# ---- two correlated tasks ---------------------------------------------------------------------------------------
-def conversion_labels(click: np.ndarray, click_prob: np.ndarray, sparse: np.ndarray, dense: np.ndarray,
-                      vocabs: list[int], seed: int, cvr: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """Click-and-convert labels and probabilities ``(N,) float32, (N,) float64`` for rows with click labels
-    ``click (N,)`` of planted probability ``click_prob (N,)``, ids ``sparse (N, F)`` over vocabularies ``vocabs``,
-    dense ``dense (N, n_dense)`` (see the module docstring). The planted function depends on ``seed`` and
-    ``vocabs`` only."""
-    gp = np.random.default_rng([seed, 20])
-    g = np.random.default_rng([seed, 21])
-    n = click.shape[0]
-    p = np.clip(click_prob, 1e-12, 1 - 1e-12)
-    z_click = np.log(p / (1 - p))
-    logit = 0.6 * (z_click - z_click.mean())
-    for f in gp.choice(sparse.shape[1], 4, replace=False):
-        w = gp.normal(0.0, 0.6, vocabs[f])
-        logit += w[sparse[:, f]]
-    logit += (dense - dense.mean(0)) @ gp.normal(0.0, 1.5, dense.shape[1])
-    p_conv = _sigmoid(logit + _bias_for(logit, cvr))
-    conv = g.random(n) < p_conv
-    return (click.astype(bool) & conv).astype(np.float32), click_prob * p_conv
