@@ -31,7 +31,8 @@ Sequence and multi-task models get their own data (:mod:`dist_ctr.bench.peer_dat
     histories linked to their targets' tables by ``embedding_name`` (KJT values = each row's valid prefix).
   - ``SharedBottom``, ``ESMM``, ``MMOE``, ``PLE``: the Criteo-shaped rows above with two labels, ``ctr`` (the
     label above) and ``ctcvr`` (click and convert; the generator's chained tasks: conversion given a click planted
-    on 0.8 x the click logit and its own effects), ``y`` of shape ``(N, 2)`` on both sides (ours: ``LabelSpec("ctr"), LabelSpec("ctcvr")``; the peer:
+    on 0.8 x the click logit and its own effects), ``y`` of shape ``(N, 2)`` on both sides (ours:
+    ``LabelSpec("ctr"), LabelSpec("ctcvr")``; the peer:
     its defaults ``task_types=("binary", "binary")``, ``task_names=("ctr", "ctcvr")``). Their AUC is the mean of
     the two per-task AUCs (each printed in brackets and written to the JSON as ``task_aucs``).
   Differences that stay, by construction: DIEN runs with ``gru_type="AUGRU"`` and ``use_negsampling=False`` on
