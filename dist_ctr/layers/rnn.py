@@ -5,7 +5,8 @@ Notation: ``B`` batch, ``L`` padded sequence length, ``N`` input width, ``H`` hi
 
 Every recurrence loops over the ``L`` time steps (vectorised over the batch, never a loop over rows) and keeps a
 row's state unchanged once ``t >= lengths[b]``: the final state is the state at each row's true length (the initial
-state, zeros, for length 0) and padded inputs never reach a valid output.
+state, zeros, for length 0) and padded inputs never reach a valid output. :class:`DynamicGRU` sorts the rows by
+length once per call, so step ``t`` computes the gates of the rows still running only (as a packed sequence does).
 
 Gate layout and sign convention follow ``torch.nn.GRUCell`` (``weight_ih: (3H, N)`` with rows ``[r | z | n]``,
 ``h' = (1 - z) * n + z * h``), so the weights of a trained ``nn.GRU`` / ``nn.GRUCell`` load as they are. The paper's
@@ -27,10 +28,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dist_ctr.layers.sequence import sequence_mask
 
-__all__ = ["AGRUCell", "AUGRUCell", "BiLSTM", "DynamicGRU", "gate_step", "reverse_padded"]
+__all__ = ["AGRUCell", "AUGRUCell", "BiLSTM", "DynamicGRU", "gate_step", "packed_rnn", "reverse_padded"]
 
 
 def gate_step(gru_type: str, gi: torch.Tensor, h: torch.Tensor, weight_hh: torch.Tensor,
@@ -147,21 +149,44 @@ class DynamicGRU(nn.Module):
         B, L = inputs.shape[0], inputs.shape[1]
         if self.gru_type != "GRU" and att_scores is None:
             raise ValueError(f"DynamicGRU({self.gru_type}) needs att_scores (B, L)")
-        h = inputs.new_zeros(B, self.hidden_size) if h0 is None else h0  # (B, H)
-        mask = sequence_mask(lengths, L).unsqueeze(-1)  # (B, L, 1)
-        outputs = []
+        # Rows sorted by length, longest first: step t runs the gates of its ``active[t]`` leading rows only.
+        order = torch.argsort(lengths, descending=True, stable=True)  # (B,)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(B, device=order.device)
+        steps = torch.arange(L, device=lengths.device).unsqueeze(1)  # (L, 1)
+        active = (lengths.unsqueeze(0) > steps).sum(1).tolist()  # host sync: L counts, non-increasing
+        h = inputs.new_zeros(B, self.hidden_size) if h0 is None else h0.index_select(0, order)  # (B, H)
         cell = self.cell
         # every step's input gates in one GEMM; unbind (not gi[:, t]) so the backward stacks the L gradients once
-        gis = F.linear(inputs, cell.weight_ih, cell.bias_ih).unbind(1)  # L x (B, G H)
-        atts = att_scores.unbind(1) if self.gru_type != "GRU" else (None,) * L  # type: ignore[union-attr]
-        for t in range(L):  # time steps only; each step is vectorised over the batch
-            h_new = gate_step(self.gru_type, gis[t], h, cell.weight_hh, cell.bias_hh, atts[t])  # (B, H)
-            valid = mask[:, t]  # (B, 1)
-            h = torch.where(valid, h_new, h)
-            outputs.append(h_new * valid.to(h_new.dtype))
-        if not outputs:
-            return inputs.new_zeros(B, 0, self.hidden_size), h
-        return torch.stack(outputs, dim=1), h  # (B, L, H), (B, H)
+        gis = F.linear(inputs.index_select(0, order), cell.weight_ih, cell.bias_ih).unbind(1)  # L x (B, G H)
+        atts = att_scores.index_select(0, order).unbind(1) if self.gru_type != "GRU" else (None,) * L  # type: ignore[union-attr]
+        outputs = []
+        for t in range(L):  # time steps only; each step is vectorised over its active rows
+            n = active[t]
+            if n == 0:
+                break
+            att = atts[t][:n] if atts[t] is not None else None  # type: ignore[index]
+            h_new = gate_step(self.gru_type, gis[t][:n], h[:n], cell.weight_hh, cell.bias_hh, att)  # (n, H)
+            outputs.append(F.pad(h_new, (0, 0, 0, B - n)))  # (B, H), zero for rows already ended
+            h = h_new if n == B else torch.cat([h_new, h[n:]])
+        out = torch.stack(outputs, dim=1) if outputs else inputs.new_zeros(B, 0, self.hidden_size)  # (B, L', H)
+        if out.shape[1] < L:
+            out = F.pad(out, (0, 0, 0, L - out.shape[1]))
+        return out.index_select(0, inverse), h.index_select(0, inverse)  # (B, L, H), (B, H)
+
+
+def packed_rnn(rnn: nn.RNNBase, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Run a ``batch_first`` ``torch.nn`` RNN over each row's first ``lengths[b]`` positions only (a packed
+    sequence), from a zero state.
+
+    ``Tensor (B, L, N), Tensor (B,) -> Tensor (B, L, H)``, zero at padded positions (and for rows of length 0).
+    The valid outputs equal those of the RNN run over the padded rows, which are causal.
+    """
+    L = seq.shape[1]
+    valid = lengths.clamp(min=1, max=L)  # a length-0 row runs one step, masked out below
+    packed = pack_padded_sequence(seq, valid.cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=L)  # (B, L, H)
+    return out * sequence_mask(lengths, L).unsqueeze(-1).to(out.dtype)
 
 
 def reverse_padded(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,10 @@ width, ``T`` tasks.
    (``att_weight_normalization``), and the final state is taken at each row's true length (zeros for length 0).
 4. ``logit = w^T DNN([dense, pooled, evolved interest]) + b``.
 
-Both GRUs loop over time steps only (``torch.nn.GRU``, or :class:`~dist_ctr.layers.rnn.DynamicGRU`), never over
-the batch, and need no host sync (no packing).
+Both GRUs loop over time steps only, never over the batch, and compute only the valid positions of each row:
+``torch.nn.GRU`` over a packed sequence (:func:`~dist_ctr.layers.rnn.packed_rnn`) or
+:class:`~dist_ctr.layers.rnn.DynamicGRU`, which sorts the rows by length. Each costs one host sync per call (the
+lengths).
 
 >>> import torch
 >>> from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -46,7 +48,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
-from dist_ctr.layers.rnn import DynamicGRU
+from dist_ctr.layers.rnn import DynamicGRU, packed_rnn
 from dist_ctr.layers.sequence import AttentionSequencePoolingLayer, sequence_mask
 from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.base import CTRModel
@@ -92,9 +94,7 @@ class InterestExtractor(nn.Module):
         self.aux_out = nn.Linear(self.aux_dnn.output_dim, 1)
 
     def forward(self, keys: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        mask = sequence_mask(lengths, keys.shape[1]).unsqueeze(-1).to(keys.dtype)  # (B, L, 1)
-        interest, _ = self.gru(keys)  # (B, L, E); causal, so padding never reaches a valid state
-        return interest * mask
+        return packed_rnn(self.gru, keys, lengths)  # (B, L, E), zero at padded positions
 
     def aux_loss(self, interest: torch.Tensor, keys: torch.Tensor, neg_keys: torch.Tensor,
                  lengths: torch.Tensor) -> torch.Tensor:
@@ -137,13 +137,12 @@ class InterestEvolving(nn.Module):
             self.gru = DynamicGRU(embedding_dim, embedding_dim, gru_type=gru_type)
 
     def forward(self, query: torch.Tensor, interest: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        mask = sequence_mask(lengths, interest.shape[1]).unsqueeze(-1).to(interest.dtype)  # (B, L, 1)
         if self.gru_type == "GRU":
-            states, _ = self.gru(interest)  # (B, L, E)
-            return self.attention(query, states * mask, lengths).squeeze(1)  # (B, E)
+            states = packed_rnn(self.gru, interest, lengths)  # (B, L, E)
+            return self.attention(query, states, lengths).squeeze(1)  # (B, E)
         scores = self.attention(query, interest, lengths).squeeze(1)  # (B, L), 0 at padded positions
         if self.gru_type == "AIGRU":
-            states, _ = self.gru(interest * scores.unsqueeze(-1))  # (B, L, E)
+            states = packed_rnn(self.gru, interest * scores.unsqueeze(-1), lengths)  # (B, L, E)
             return last_valid(states, lengths)
         _, final = self.gru(interest, lengths, scores)  # (B, E) at each row's length
         return final

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dist_ctr.layers.rnn import AGRUCell, AUGRUCell, BiLSTM, DynamicGRU, reverse_padded
+from dist_ctr.layers.rnn import AGRUCell, AUGRUCell, BiLSTM, DynamicGRU, packed_rnn, reverse_padded
 
 N, H = 3, 5
 
@@ -164,13 +164,14 @@ def test_bilstm_stacks_layers_with_residuals_and_merge_modes():
 
 @pytest.mark.parametrize("gru_type", ["GRU", "AGRU", "AUGRU"])
 def test_dynamic_gru_gradients_match_a_loop_of_cells(gru_type):
-    """The input gates of every step in one GEMM give the outputs and gradients (inputs, scores, every
-    parameter) of the plain loop of cell calls, float64, with padded rows and a row of length 0."""
+    """Rows sorted by length, each step over its running rows, the input gates of every step in one GEMM: the
+    outputs and gradients (inputs, scores, every parameter) of the plain loop of cell calls over all rows, float64,
+    with unsorted lengths, padded rows and a row of length 0."""
     torch.manual_seed(0)
     gru = DynamicGRU(3, 4, gru_type=gru_type).double()
     x = torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True)
     att = torch.rand(3, 5, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor([5, 2, 0])
+    lengths = torch.tensor([2, 5, 0])
 
     def reference() -> tuple[torch.Tensor, torch.Tensor]:
         h = x.new_zeros(3, 4)
@@ -189,4 +190,22 @@ def test_dynamic_gru_gradients_match_a_loop_of_cells(gru_type):
     g = torch.autograd.grad((out.sum() + last.square().sum()), params)
     g_ref = torch.autograd.grad((ref_out.sum() + ref_last.square().sum()), params)
     for a, b in zip(g, g_ref):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_packed_rnn_equals_the_padded_run_on_valid_positions_with_its_gradients():
+    """``packed_rnn`` computes only valid positions; there it equals the RNN over the padded rows (outputs and
+    gradients of inputs and weights, float64), and it is zero at padded positions and for a row of length 0."""
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(3, 4, batch_first=True).double()
+    x = torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([2, 5, 0])
+    mask = (torch.arange(5).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1).double()  # (B, L, 1)
+    out = packed_rnn(gru, x, lengths)
+    ref = gru(x)[0] * mask
+    assert out.shape == (3, 5, 4) and torch.allclose(out, ref, atol=1e-12)
+    assert out[1].abs().sum() > 0 and out[0, 2:].abs().sum() == 0 and out[2].abs().sum() == 0
+    w = torch.randn(3, 5, 4, dtype=torch.float64)
+    params = [x, *gru.parameters()]
+    for a, b in zip(torch.autograd.grad((out * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):
         assert torch.allclose(a, b, atol=1e-10)
