@@ -22,10 +22,11 @@ batches (``CTRBatch``) cut from the same rows (key-major KJT, int64 ids, int32 l
 
 Sequence and multi-task models get their own data (:mod:`dist_ctr.bench.peer_data`, same seed, same row counts):
   - ``DIN``, ``DIEN``: behaviour sequences: ``user``, target ``item_id`` / ``cate_id``, histories
-    ``hist_item_id`` / ``hist_cate_id`` (maxlen 20, lengths 1..20), one dense ``price``; the click depends on the
-    recency-weighted share of the history in the target's category and on the target being a repeat, plus a
-    category effect (the AUC of that target-only part is printed next to the ceiling: a model at that level has
-    not used the history). The peer gets DeepCTR's conventions: ``VarLenSparseFeat(SparseFeat("hist_item_id",
+    ``hist_item_id`` / ``hist_cate_id`` (maxlen 20, lengths 1..20), one dense count ``price``, from the library's
+    planted generator with a linked history (100 categories, ``item % 100``); the click depends on the share of
+    the history in the target's category, plus first-order effects of the user, the target item and the price
+    (the AUC of that part without the history is printed next to the ceiling: a model at that level has not used
+    the history). The peer gets DeepCTR's conventions: ``VarLenSparseFeat(SparseFeat("hist_item_id",
     embedding_name="item_id"), maxlen, length_name="seq_length")``, the histories as ``(N, L)`` zero-padded arrays
     and the ``seq_length`` column, ``history_feature_list=["item_id", "cate_id"]``; ours the same ids with the
     histories linked to their targets' tables by ``embedding_name`` (KJT values = each row's valid prefix).
@@ -445,10 +446,10 @@ def main() -> None:
                      f"test rows (made in {gen_s:.1f} s): " + ", ".join(f"{k} ({v:,})" for k, v in sq.vocab.items())
                      + ", " + ", ".join(f"{h} (on {t}'s table)" for h, t in sq.history_of.items())
                      + f" with maxlen {sq.maxlen} (mean length {sq.seq_length.mean():.1f}), 1 dense (price); click "
-                     "planted on the recency-weighted share of the history in the target's category, a repeat of "
-                     f"the target and a category effect (dist_ctr/bench/peer_data.py); train CTR "
+                     "planted on the share of the history in the target's category and first-order effects of "
+                     f"user, item and price (dist_ctr/bench/peer_data.py); train CTR "
                      f"{train.label.mean():.3f}; ceiling {ds.ceiling_text()}; AUC of the planted part without the "
-                     f"history (target category, price): {task_aucs(test.label, test.base)[0]:.4f}")
+                     f"history (user, item, price): {task_aucs(test.label, test.base)[0]:.4f}")
     env = DistEnv()
     init_process_group(env)
 

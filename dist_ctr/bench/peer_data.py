@@ -1,7 +1,7 @@
 """Planted-signal data of the DeepCTR-Torch peer benchmark (``scripts/bench_peer_deepctr.py``,
 ``scripts/peer_trajectory.py``): Criteo-shaped rows for the flat models, their two-label form for the multi-task
-models (SharedBottom, ESMM, MMOE, PLE) and behaviour sequences for DIN / DIEN. Seeded; the flat and multi-task
-rows come from the library's planted generator; both libraries get the same arrays.
+models (SharedBottom, ESMM, MMOE, PLE) and behaviour sequences for DIN / DIEN. Seeded; all of them come from the
+library's planted generator; both libraries get the same arrays.
 
 Notation: ``N`` rows, ``F`` categorical fields, ``L`` history ``maxlen``, ``V`` items, ``C`` categories, ``T`` tasks.
 
@@ -13,18 +13,20 @@ binary label drawn from ``sigmoid(bias + first-order effects of every feature + 
 dense effects)``, the bias set for a 25% CTR; the rows are :func:`dist_ctr.data.synthetic.draw_arrays`' (seed
 ``seed``). The planted function depends on ``seed`` only, not on the row count.
 
-**Behaviour sequences** (:func:`make_sequence_data`). Item ``i`` has category ``i % C``. Every row has a user (no
-effect), an interest category ``k`` and an interest strength ``rho ~ U(0.2, 0.9)``; a history of ``n ~ U{1..L}``
-items, oldest first, each from category ``k`` with probability ``rho`` (else a uniform category), uniform within its
-category; a target item that is, with probabilities 0.2 / 0.4 / 0.4, a copy of one of the history's items, an item
-of category ``k``, or a uniform item; and one dense value ``price ~ U(0, 1)``. The click logit is
+**Behaviour sequences** (:func:`make_sequence_data`): the library's planted generator with a linked history
+(``PlantedSignal(sequence_scale=3, history_categories=C, history_min_length=1)``, ``model_seed = seed``): a
+``user`` and a target ``item_id`` (Zipf ids, each with a first-order effect), its history ``hist_item_id`` of ``n ~
+U{1..L}`` items, oldest first, and one dense count ``price`` (read as ``log(1 + x)``, with an effect). Item ``i`` is
+in category ``i % C``; every row has an interest category, the target's from it half of the time (else a Zipf item),
+each history item from it with probability 0.7 (else a Zipf item), Zipf within the category.
+``cate_id`` / ``hist_cate_id`` are the categories of the target / history items
+(:func:`dist_ctr.data.synthetic.history_categories`). The click logit is
 
-    z = b + g[cate(target)] + 3 * (m - mean m) + 1.0 * [target in history] + (price - 0.5)
+    z = b + w_user + w_item(target) + price effect + 3 * (m - mean m)
 
-with ``g ~ N(0, 0.4^2)`` per category and ``m`` the recency-weighted share of the history in the target's
-category (position ``t`` of ``n`` weighs ``exp(-(n - 1 - t) / 5)``, so recent behaviour counts most). The target
-alone carries only ``g``; the rest needs the history read against the target (DIN's attention, DIEN's evolving
-interest). ``b`` is set by bisection for a 25% CTR; the planted function depends on ``seed`` only, not on ``N``.
+with ``m`` the share of the history in the target's category. Without the history a model reaches at most the
+first-order part (``SeqData.base``); the rest needs the history read against the target (DIN's attention, DIEN's
+evolving interest). ``b`` is set for a 25% CTR; the planted function depends on ``seed`` only, not on ``N``.
 
 **Two tasks** (:func:`with_conversions`): the same generator with two chained labels
 (``PlantedSignal(chained_tasks=True)``): the click of :func:`make_data` (same rows, same labels) and
@@ -46,6 +48,9 @@ first-order effects on 3 fields``, ``c`` set for a 30% mean of ``sigmoid(z_cvr)`
 ((2000, 20), (2000, 1), True)
 >>> bool(0.2 < d.label.mean() < 0.3), bool(0.7 < task_aucs(d.label, d.prob)[0] < 0.95)
 (True, True)
+>>> bool((d.seqs["hist_cate_id"] == d.seqs["hist_item_id"] % 100).all()
+...      and (d.sparse["cate_id"] == d.sparse["item_id"] % 100).all())
+True
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.auc import exact_auc
 from dist_ctr.data.batch import CTRBatch
-from dist_ctr.data.synthetic import PlantedModel, PlantedSignal, draw_arrays
+from dist_ctr.data.synthetic import PlantedModel, PlantedSignal, draw_arrays, history_categories
 from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat
 
 __all__ = ["CRITEO_KAGGLE_CARD", "DENSE_NAMES", "Data", "N_DENSE", "N_SPARSE", "SEQ_LENGTH", "SEQ_TARGETS",
@@ -77,19 +82,7 @@ DENSE_NAMES = [f"I{i + 1}" for i in range(N_DENSE)]
 
 SEQ_TARGETS = ("item_id", "cate_id")  # history_feature_list on both sides
 SEQ_LENGTH = "seq_length"  # the peer's length column (VarLenSparseFeat.length_name)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _bias_for(logit: np.ndarray, rate: float) -> float:
-    """``b`` with ``mean(sigmoid(logit + b)) = rate`` (bisection)."""
-    lo, hi = -15.0, 15.0
-    for _ in range(50):
-        b = (lo + hi) / 2
-        lo, hi = (b, hi) if np.mean(_sigmoid(logit + b)) < rate else (lo, b)
-    return (lo + hi) / 2
+SEQ_SCALE = 3.0  # logit change per unit of history / target category match share
 
 
 def task_aucs(y: np.ndarray, p: np.ndarray) -> list[float]:
@@ -218,45 +211,38 @@ class SeqData:
         return {**self.sparse, **self.seqs, SEQ_LENGTH: self.seq_length, **self.dense}
 
 
+SEQ_CATEGORIES = {"cate_id": "item_id", "hist_cate_id": "hist_item_id"}  # derived column -> the items it categorises
+
+
+def _seq_model(seed: int, n_users: int, n_items: int, n_cates: int, maxlen: int, ctr: float) -> PlantedModel:
+    """The planted model of the behaviour sequences (``model_seed = seed``): ``user``, target ``item_id``, its
+    history ``hist_item_id`` (lengths ``1..maxlen``, ``n_cates`` interest categories) and one dense ``price``."""
+    schema = FeatureSchema((SparseFeat("user", n_users, 4), SparseFeat("item_id", n_items, 4),
+                            VarLenSparseFeat(SparseFeat("hist_item_id", n_items, 4, embedding_name="item_id"),
+                                             maxlen=maxlen), DenseFeat("price")), (LabelSpec("label"),))
+    signal = PlantedSignal(sequence_scale=SEQ_SCALE, history_categories=n_cates, history_min_length=1)
+    return PlantedModel(schema, seed, signal, ctr)
+
+
 def make_sequence_data(n: int, seed: int, n_users: int = 10_000, n_items: int = 10_000, n_cates: int = 100,
                        maxlen: int = 20, ctr: float = 0.25) -> SeqData:
-    """``n`` behaviour-sequence rows (see the module docstring); ``n_items`` must be a multiple of ``n_cates``."""
-    if n_items % n_cates:
-        raise ValueError(f"n_items ({n_items}) must be a multiple of n_cates ({n_cates})")
-    gp = np.random.default_rng([seed, 10])  # the planted function
-    g = np.random.default_rng([seed, 11])  # the rows
-    cate_effect = gp.normal(0.0, 0.4, n_cates)
-    per_cate = n_items // n_cates
-
-    user = g.integers(0, n_users, n)
-    interest = g.integers(0, n_cates, n)  # (N,)
-    rho = g.uniform(0.2, 0.9, n)  # (N,)
-    length = g.integers(1, maxlen + 1, n)  # (N,)
-    pos = np.arange(maxlen)
-    valid = pos[None, :] < length[:, None]  # (N, L)
-    h_cate = np.where(g.random((n, maxlen)) < rho[:, None], interest[:, None], g.integers(0, n_cates, (n, maxlen)))
-    h_item = h_cate + n_cates * g.integers(0, per_cate, (n, maxlen))  # (N, L); item % C is its category
-    h_item, h_cate = np.where(valid, h_item, 0), np.where(valid, h_cate, 0)
-
-    u = g.random(n)
-    copied = h_item[np.arange(n), (g.random(n) * length).astype(np.int64)]  # a random valid history item
-    of_interest = interest + n_cates * g.integers(0, per_cate, n)
-    target = np.where(u < 0.2, copied, np.where(u < 0.6, of_interest, g.integers(0, n_items, n)))  # (N,)
-    t_cate = target % n_cates
-    price = g.random(n).astype(np.float32)
-
-    w = np.where(valid, np.exp(-(length[:, None] - 1 - pos[None, :]) / 5.0), 0.0)  # (N, L) recency weights
-    share = (w * (h_cate == t_cate[:, None])).sum(1) / w.sum(1)  # (N,)
-    repeat = (valid & (h_item == target[:, None])).any(1)  # (N,)
-    base = cate_effect[t_cate] + (price - 0.5)
-    logit = base + 3.0 * (share - share.mean()) + 1.0 * repeat
-    prob = _sigmoid(logit + _bias_for(logit, ctr))
-    label = (g.random(n) < prob).astype(np.float32)
+    """``n`` behaviour-sequence rows (see the module docstring): the library's planted generator with a linked
+    history, its categories derived by :func:`dist_ctr.data.synthetic.history_categories`. The planted function
+    depends on ``seed`` only (not on ``n``); the bias is set so the mean click probability is ``ctr``."""
+    model = _seq_model(seed, n_users, n_items, n_cates, maxlen, ctr)
+    base = model.schema.features
+    schema = FeatureSchema((base[0], base[1], SparseFeat("cate_id", n_cates, 4), base[2],
+                            VarLenSparseFeat(SparseFeat("hist_cate_id", n_cates, 4, embedding_name="cate_id"),
+                                             maxlen=maxlen), base[3]), model.schema.labels)
+    d = draw_arrays(model, n, seed, schema=schema, derive=history_categories(model, SEQ_CATEGORIES))
+    hist, length = d.padded("hist_item_id")  # (N, L), (N,)
+    hist_cate, _ = d.padded("hist_cate_id")  # (N, L): the same lengths
     return SeqData(
-        sparse={"user": user.astype(np.int64), "item_id": target.astype(np.int64), "cate_id": t_cate.astype(np.int64)},
-        seqs={"hist_item_id": h_item.astype(np.int64), "hist_cate_id": h_cate.astype(np.int64)},
-        seq_length=length.astype(np.int64), dense={"price": price}, label=label.reshape(n, 1),
-        prob=prob.reshape(n, 1), base=base, vocab={"user": n_users, "item_id": n_items, "cate_id": n_cates},
+        sparse={k: np.ascontiguousarray(d.ids(k)) for k in ("user", "item_id", "cate_id")},
+        seqs={"hist_item_id": hist, "hist_cate_id": hist_cate}, seq_length=length,
+        dense={"price": np.ascontiguousarray(d.dense[:, 0])},
+        label=d.labels, prob=d.probs, base=d.first_order.astype(np.float64),
+        vocab={"user": n_users, "item_id": n_items, "cate_id": n_cates},
         history_of={"hist_item_id": "item_id", "hist_cate_id": "cate_id"})
 
 
