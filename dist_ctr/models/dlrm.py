@@ -29,7 +29,7 @@ Notation: ``B`` batch, ``F`` sparse features, ``D`` embedding dim, ``T`` tasks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Union
 
 import torch
 from torch import nn
@@ -76,16 +76,35 @@ class DLRM_DCNv2Config:
         return cls((8, embedding_dim), (8, num_tasks), dcn_num_layers=2, dcn_low_rank_dim=4)
 
 
+def dot_interaction(F: int, D: int) -> tuple[nn.Module, int]:
+    """DLRM's interaction for ``F`` sparse features of dim ``D``: the dense vector and every pairwise dot product;
+    returns the module and its output width ``D + F (F + 1) / 2``."""
+    inter = DotInteraction(F)
+    return inter, D + inter.num_pairs
+
+
+def dcn_interaction(cfg: DLRM_DCNv2Config) -> Callable[[int, int], tuple[nn.Module, int]]:
+    """DLRM-DCNv2's interaction builder: a low-rank cross network over ``[d, e_1, ..., e_F]`` (width
+    ``(F + 1) D``)."""
+
+    def build(F: int, D: int) -> tuple[nn.Module, int]:
+        width = (F + 1) * D
+        return _DCNInteraction(LowRankCrossNet(width, cfg.dcn_num_layers, cfg.dcn_low_rank_dim)), width
+
+    return build
+
+
 class _DLRMBase(CTRModel):
     """Shared arches: sparse (one EBC over every sparse feature), dense (bottom MLP), over (top MLP).
 
-    A subclass supplies the interaction in :meth:`make_interaction`, which returns it and its output width.
+    The interaction comes in as a builder, ``interaction(F, D) -> (module over (d (B, D), e (B, F, D)), width)``.
     """
 
     schema_requirements = ("sparse", "dense")
     config_cls: type = DLRMConfig
 
-    def __init__(self, schema: FeatureSchema, cfg: Union[DLRMConfig, DLRM_DCNv2Config], name: str) -> None:
+    def __init__(self, schema: FeatureSchema, cfg: Union[DLRMConfig, DLRM_DCNv2Config], name: str,
+                 interaction: Callable[[int, int], tuple[nn.Module, int]]) -> None:
         super().__init__(schema)
         self.config = cfg
         if schema.n_dense == 0:
@@ -108,12 +127,8 @@ class _DLRMBase(CTRModel):
         self.num_sparse_features = len(schema.sparse_names)
         self.sparse_arch = SparseArch(schema)
         self.dense_arch = mlp(schema.n_dense, cfg.dense_arch_layer_sizes)
-        self.inter_arch, width = self.make_interaction(self.num_sparse_features, D)
+        self.inter_arch, width = interaction(self.num_sparse_features, D)
         self.over_arch = mlp(width, cfg.over_arch_layer_sizes, last_activation=False)
-
-    def make_interaction(self, F: int, D: int) -> tuple[nn.Module, int]:
-        """Abstract hook: the interaction module over ``(d (B, D), e (B, F, D))`` and its output width."""
-        raise NotImplementedError(f"{type(self).__name__} must implement make_interaction")
 
     @classmethod
     def example_config(cls, schema: FeatureSchema) -> Union[DLRMConfig, DLRM_DCNv2Config]:
@@ -155,11 +170,7 @@ class DLRM(_DLRMBase):
     """
 
     def __init__(self, schema: FeatureSchema, config: DLRMConfig = DLRMConfig()) -> None:
-        super().__init__(schema, config, "DLRM")
-
-    def make_interaction(self, F: int, D: int) -> tuple[nn.Module, int]:
-        inter = DotInteraction(F)
-        return inter, D + inter.num_pairs
+        super().__init__(schema, config, "DLRM", dot_interaction)
 
 
 @register_model("DLRM_DCNv2", DLRM_DCNv2Config)
@@ -176,9 +187,4 @@ class DLRM_DCNv2(_DLRMBase):
     config_cls = DLRM_DCNv2Config
 
     def __init__(self, schema: FeatureSchema, config: DLRM_DCNv2Config = DLRM_DCNv2Config()) -> None:
-        super().__init__(schema, config, "DLRM_DCNv2")
-
-    def make_interaction(self, F: int, D: int) -> tuple[nn.Module, int]:
-        cfg: DLRM_DCNv2Config = self.config  # type: ignore[assignment]
-        width = (F + 1) * D
-        return _DCNInteraction(LowRankCrossNet(width, cfg.dcn_num_layers, cfg.dcn_low_rank_dim)), width
+        super().__init__(schema, config, "DLRM_DCNv2", dcn_interaction(config))
