@@ -17,8 +17,8 @@ Per feature, whole columns at a time:
 - ``DenseFeat``: nulls / NaNs -> ``fill_na``; ``inf`` / ``-inf`` (and float64 values beyond float32) raise
   :class:`BadValueError` naming file, row group and column, or under ``on_non_finite="fill"`` become ``fill_na``
   and are counted in :attr:`TableTransform.filled`; then ``none`` | ``log`` (``log(1 + max(x, 0))``) | ``minmax``
-  (see :class:`~dist_ctr.data.config.DenseTransformConfig`); ``dimension > 1`` reads a list column of exactly
-  that many values;
+  (see :class:`~dist_ctr.data.config.DenseTransformConfig`), then times its ``scale``; ``dimension > 1`` reads a
+  list column of exactly that many values;
 - labels: ``(N, T)`` float32; binary labels must be 0 or 1, no label may be null.
 
 >>> import pyarrow as pa
@@ -322,10 +322,12 @@ class TableTransform:
             block[nan] = np.float32(self.dense_cfg.fill_na)
         if self._all_log:
             dense_transform(block, "log")  # one pass over the whole block
-            return
-        for kind, (lo, hi, name) in zip(self._dense_kinds, self._dense_offsets()):
-            if kind != "none":
-                dense_transform(block[lo:hi], kind, self.dense_cfg.stats.get(name))
+        else:
+            for kind, (lo, hi, name) in zip(self._dense_kinds, self._dense_offsets()):
+                if kind != "none":
+                    dense_transform(block[lo:hi], kind, self.dense_cfg.stats.get(name))
+        if self.dense_cfg.scale != 1.0:
+            block *= np.float32(self.dense_cfg.scale)
 
     def _infinities(self, block: np.ndarray, inf: np.ndarray, file: Optional[str], row_group: Optional[int],
                     filled: Optional[dict[str, int]]) -> None:

@@ -11,6 +11,7 @@ from dist_ctr.data.config import DenseTransformConfig
 from dist_ctr.data.errors import BadValueError, DataError, SchemaMismatchError
 from dist_ctr.data.transforms import Columns, TableTransform, load_vocabulary
 from dist_ctr.schema import DenseFeat, FeatureSchema, LabelSpec, SparseFeat, VarLenSparseFeat, stable_hash
+from dist_ctr.strict import ConfigError, from_dict
 
 
 def _schema(**kw) -> FeatureSchema:
@@ -88,6 +89,27 @@ def test_minmax_with_stats_and_missing_stats():
     assert out.tolist() == [0.0, 0.5, 1.0, 0.0]
     with pytest.raises(DataError, match="'x' uses 'minmax' but data.dense.stats has no"):
         TableTransform(s, DenseTransformConfig(transform="minmax"))
+
+
+def test_scale_multiplies_every_transformed_dense_value():
+    """``scale`` comes after fill-NA and each feature's own transform (log, min-max, none), on the all-log fast
+    path and on the per-feature one; a scale that is not > 0 is refused naming the key."""
+    s = FeatureSchema((DenseFeat("a"), DenseFeat("b"), DenseFeat("c")), labels=())
+    table = pa.table({"a": [0.0, np.e - 1, None], "b": [10.0, 15.0, 20.0], "c": [-3.0, 2.0, 4.0]})
+    mixed = DenseTransformConfig(per_feature={"b": "minmax", "c": "none"}, stats={"b": [10.0, 20.0]}, fill_na=1.0)
+    plain = TableTransform(s, mixed).transform(table).dense
+    scaled = TableTransform(s, DenseTransformConfig(**{**mixed.__dict__, "scale": 0.1})).transform(table).dense
+    np.testing.assert_allclose(scaled, 0.1 * plain, rtol=1e-6)
+    np.testing.assert_allclose(scaled[:, 0], [0.0, 0.1, 0.1 * np.log(2.0)], rtol=1e-6)  # null -> 1 -> log 2
+    assert scaled[:, 2].tolist() == pytest.approx([-0.3, 0.2, 0.4])
+    all_log = TableTransform(s, DenseTransformConfig(scale=0.5)).transform(pa.table({"a": [np.e - 1], "b": [0.0],
+                                                                                       "c": [3.0]})).dense
+    np.testing.assert_allclose(all_log[0], [0.5, 0.0, 0.5 * np.log(4.0)], rtol=1e-6)
+
+
+def test_scale_must_be_positive_and_is_named():
+    with pytest.raises(ConfigError, match="scale"):
+        from_dict(DenseTransformConfig, {"scale": 0.0})
 
 
 def test_id_range_errors_name_file_row_group_column():
