@@ -99,6 +99,8 @@ Usage:
     .venv/bin/python scripts/bench_peer_deepctr.py --models DIN,DIEN,MMOE,ESMM,PLE,SharedBottom --seeds 0,1,2
     # the facade at the user's batch size, with where each step's time goes:
     .venv/bin/python scripts/bench_peer_deepctr.py --variants facade --batch 1024 --breakdown 256,1024,4096
+    # the facade as a fraction of its model's limit at that batch (dist_ctr.bench.limit):
+    .venv/bin/python scripts/bench_peer_deepctr.py --variants facade --batch 1024 --models DeepFM --limit
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor  # noqa: F401
 
 from dist_ctr.bench.breakdown import format_breakdown
+from dist_ctr.bench.limit import limit_rate
+from dist_ctr.bench.timing import time_steps
 from dist_ctr.bench.facade import COMPAT, FacadeRunner
 from dist_ctr.bench.peer import (BOTH_SIDES, SET_BOTH, SPARSE_ONLY_DNN, OursRunner, PeerRunner, import_peer, our_config,
                                  peer_columns, peer_model, peer_x)
@@ -294,6 +298,30 @@ def breakdowns(name: str, ds: DataSet, lr: float, seed: int, batches: list[int],
     return out
 
 
+def facade_limit(name: str, ds: DataSet, lr: float, seed: int, batch: int, eps: float, steps: int,
+                 rounds: int) -> dict[str, float]:
+    """The facade's samples/s as a fraction of its model's limit at ``batch`` (:mod:`dist_ctr.bench.limit`): a
+    fresh facade model's ``fit`` over ``steps`` batches of rows, its bare embedding step and its bare dense step on
+    those rows, in ``rounds`` interleaved rounds (medians); prints one line."""
+    r = facade_runner(name, ds, lr, seed, batch, eps)
+    warm = 2
+    r.warm(ds.train.rows(0, warm * batch))
+    rows = ds.train.rows(warm * batch, (2 * warm + steps) * batch)
+    emb_step, dense_step, batches = r.limit_steps(rows)
+    rates: dict[str, list[float]] = {"facade": [], "emb": [], "dense": []}
+    for _ in range(rounds):
+        chunk = rows.rows(warm * batch, len(rows))
+        rates["facade"].append(len(chunk) / r.train_chunk(chunk))
+        rates["emb"].append(time_steps(emb_step, batches, warm))
+        rates["dense"].append(time_steps(dense_step, [batches[0]] * len(batches), warm))
+    facade, emb, dense = (float(np.median(rates[k])) for k in ("facade", "emb", "dense"))
+    limit = limit_rate(emb, dense)
+    print(f"limit {name} facade batch {batch}: facade {facade:,.0f} samples/s; bare embedding step {emb:,.0f}, bare "
+          f"dense step {dense:,.0f}, limit {limit:,.0f}; fraction {facade / limit:.2f} (median of {rounds} rounds)",
+          flush=True)
+    return {"facade": facade, "embedding_step": emb, "dense_step": dense, "limit": limit, "fraction": facade / limit}
+
+
 def peer_step_rate(dc: types.ModuleType, name: str, cols: list[Any], lr: float, train: Data | SeqData, batch: int,
                    steps: int, seed: int, dnn_cols: Optional[list[Any]] = None, warmup: int = 2) -> float:
     """DeepCTR's per-batch work on pre-built float batches (no DataLoader), on a fresh model; median-step
@@ -364,6 +392,11 @@ def main() -> None:
                     "step's time goes (input prep, lookup, embedding backward + update, interaction, tower, loss, "
                     "dense optimizer, engine, python); e.g. --breakdown 256,1024,4096")
     ap.add_argument("--breakdown-steps", type=int, default=8, help="profiled steps per --breakdown batch size")
+    ap.add_argument("--limit", action="store_true",
+                    help="also time the facade against its model's limit at --batch (bare embedding step + bare "
+                    "dense step, dist_ctr.bench.limit) and print the fraction")
+    ap.add_argument("--limit-steps", type=int, default=20, help="timed batches per --limit round")
+    ap.add_argument("--limit-rounds", type=int, default=3, help="interleaved rounds of --limit")
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--quick", action="store_true", help=f"smoke run: {','.join(QUICK_MODELS)}, 60k/20k rows")
     args = ap.parse_args()
@@ -509,6 +542,9 @@ def main() -> None:
                     row["breakdown_ms_per_step"] = breakdowns(
                         name, ds, lr, seed, [int(b) for b in args.breakdown.split(",") if b], args.breakdown_steps,
                         args.sparse_eps)
+                if args.limit and seed == seeds[0] and lr == lrs[0]:
+                    row["facade_limit"] = facade_limit(name, ds, lr, seed, args.batch, args.sparse_eps,
+                                                       args.limit_steps, args.limit_rounds)
                 results.append(row)
     print_summary(results, variants, {k: d.ceiling_text() for k, d in datasets.items()})
     if args.json:

@@ -28,15 +28,14 @@ import platform
 import numpy as np
 import torch
 
+from dist_ctr.bench.limit import ModelLookups, dense_part_step, limit_rate
 from dist_ctr.bench.timing import time_steps
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.distributed.env import DistEnv, init_process_group
 from dist_ctr.layers.core import DNN
 from dist_ctr.models import MODEL_REGISTRY, build_model
-from dist_ctr.models.base import CTRModel
 from dist_ctr.schema import FeatureSchema
-from dist_ctr.sparse import LinearArch, SparseArch, SparseOutput
 from dist_ctr.train.engine import Trainer
 from dist_ctr.train.job import quiet_torchrec
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -59,28 +58,6 @@ def make_batches(schema: FeatureSchema, batch: int, n: int, seed: int = 0) -> li
     return out
 
 
-class ModelLookups(CTRModel):
-    """Bare embedding step of a model: its own lookup modules (every ``SparseArch`` / ``LinearArch``, so the same
-    tables), loss = sum of their outputs."""
-
-    def __init__(self, model: CTRModel) -> None:
-        super().__init__(model.schema)
-        self.arches = torch.nn.ModuleList(m for m in model.modules() if isinstance(m, (SparseArch, LinearArch)))
-        self.scale = torch.nn.Parameter(torch.tensor(1e-3))  # one dense parameter for the dense optimizer
-
-    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        logit = dense.new_zeros(dense.shape[0], 1)  # (B, 1)
-        for m in self.arches:
-            if isinstance(m, LinearArch):
-                logit = logit + m(dense, sparse)
-            else:
-                out = m(sparse)
-                logit = logit + out.pooled_flat.sum(1, keepdim=True) * self.scale
-                for seq in out.sequences.values():
-                    logit = logit + seq.sum(dim=(1, 2)).unsqueeze(1) * self.scale  # (B, 1)
-        return logit
-
-
 def tower_rate(in_dim: int, hidden: tuple[int, ...], batch: int, steps: int, warmup: int) -> float:
     torch.manual_seed(0)
     tower = torch.nn.Sequential(DNN(in_dim, hidden), torch.nn.Linear(hidden[-1] if hidden else in_dim, 1))
@@ -98,42 +75,6 @@ def tower_rate(in_dim: int, hidden: tuple[int, ...], batch: int, steps: int, war
         batch_size = batch
 
     return time_steps(step, [_B()] * (steps + warmup), warmup)
-
-
-def dense_part_step(model: CTRModel, batch: CTRBatch):
-    """A step of ``model``'s dense part alone (see the module docstring). ``model`` sits in a Trainer (its
-    lookups are sharded modules): their outputs on ``batch`` are captured once, then every ``SparseArch`` /
-    ``LinearArch`` of ``model`` returns those fixed tensors (the model cannot train through the engine after)."""
-    captured: dict[int, object] = {}
-    arches = [m for m in model.modules() if isinstance(m, (SparseArch, LinearArch))]
-    hooks = [m.register_forward_hook(lambda mod, _a, out: captured.__setitem__(id(mod), out)) for m in arches]
-    with torch.no_grad():
-        model(batch.dense, batch.sparse)
-    for h in hooks:
-        h.remove()
-
-    def leaf(x: object) -> object:
-        if isinstance(x, torch.Tensor):
-            return x.detach().clone().requires_grad_(x.is_floating_point())
-        if isinstance(x, SparseOutput):
-            return SparseOutput(leaf(x.pooled), leaf(x.pooled_flat), {k: leaf(v) for k, v in x.sequences.items()},
-                                dict(x.seq_lengths))
-        return x
-
-    for m in arches:
-        fixed = leaf(captured[id(m)])
-        m.forward = lambda *_a, _fixed=fixed, **_k: _fixed  # type: ignore[method-assign]
-    params = [p for p in model.parameters() if p.device.type != "meta" and not hasattr(p, "_in_backward_optimizers")]
-    opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-3, fused=True)
-    model.train()
-
-    def step(b: CTRBatch) -> None:
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(b.dense, b.sparse), b.labels)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
 
 
 def main() -> None:
@@ -190,7 +131,7 @@ def main() -> None:
             rates["emb"].append(time_steps(emb.train_step, batches, args.warmup))
         rate, d_rate, e_rate = (float(np.median(rates[k])) for k in ("model", "dense", "emb"))
         t_rate = tower_rate(in_dim, hidden, args.batch, max(10, args.steps // 2), 3)
-        limit = 1.0 / (1.0 / e_rate + 1.0 / d_rate)
+        limit = limit_rate(e_rate, d_rate)
         print(f"{name:18s} {rate:11,.0f} {d_rate:10,.0f} {limit:10,.0f} {rate / limit:9.2f} {t_rate:10,.0f}",
               flush=True)
         del trainer, model, bare, emb

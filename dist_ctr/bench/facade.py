@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import time
 import types
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+import torch
 
 import dist_ctr.compat.inputs
 import dist_ctr.compat.models
 from dist_ctr.bench.breakdown import StepBreakdown, profile_steps
+from dist_ctr.bench.limit import ModelLookups, dense_part_step
 from dist_ctr.bench.peer import Timing, peer_model, peer_x
 from dist_ctr.bench.peer_data import Data, SeqData, task_aucs
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
+from dist_ctr.data.batch import CTRBatch
 
 __all__ = ["COMPAT", "FacadeRunner"]
 
@@ -45,6 +49,7 @@ class FacadeRunner:
 
     def __init__(self, name: str, cols: list[Any], lr: float, seed: int, batch: int,
                  dnn_cols: Optional[list[Any]] = None, eps: float = 1e-10) -> None:
+        self._args = (name, cols, lr, seed, batch, dnn_cols, eps)
         self.model = peer_model(COMPAT, name, cols, seed, dnn_cols)  # type: ignore[arg-type]
         if lr == 0.01:
             self.model.compile("adagrad", "binary_crossentropy", metrics=[])
@@ -76,6 +81,32 @@ class FacadeRunner:
         """Where the time of ``fit`` on the rows ``d`` goes (see :mod:`dist_ctr.bench.breakdown`)."""
         steps = -(-len(d) // self.batch)
         return profile_steps(lambda: self._fit(d), self.model.trainer.task, steps)
+
+    def limit_steps(self, d: Data | SeqData) -> tuple[Callable[[CTRBatch], Any], Callable[[CTRBatch], Any],
+                                                      list[CTRBatch]]:
+        """This model's two bare steps (:mod:`dist_ctr.bench.limit`) and the rows ``d`` as whole batches of the
+        runner's size, prepared by the facade.
+
+        The bare embedding step runs the model's own lookup modules under this runner's sparse optimizer; the bare
+        dense step runs on a second model built and compiled as this one, so this one keeps training.
+
+        Returns:
+            tuple: ``(embedding step, dense step, batches)``; each step takes one ``CTRBatch``.
+        """
+        from dist_ctr.compat.base import make_env
+        from dist_ctr.models import build_model
+        from dist_ctr.train.engine import Trainer
+
+        m, B = self.model, self.batch
+        prepared = m._prepare(peer_x(d), d.label)
+        batches = [prepared.batch(slice(lo, lo + B)) for lo in range(0, len(d) - B + 1, B)]
+        dense_step = dense_part_step(FacadeRunner(*self._args).model.model, batches[0])
+        dense_cfg, sparse_cfg = m._optim
+        torch.manual_seed(m.seed)
+        lookups = ModelLookups(build_model(m.model_name, m.schema, m.config))
+        emb = Trainer(lookups, make_env("cpu"), sparse_optim=sparse_cfg, dense_optim=dense_cfg, batch_size=B,
+                      loss_reduction=m.loss_reduction)
+        return emb.train_step, dense_step, batches
 
     def auc(self, test: Data | SeqData) -> list[float]:
         """Test AUC per task."""
