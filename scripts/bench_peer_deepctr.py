@@ -2,94 +2,10 @@
 
 Not a test: prints figures (and optionally writes JSON), asserts nothing.
 
-The peer is imported (:mod:`dist_ctr.bench.peer`) from a cache dir outside the repository (``scripts/peer_env.sh``
-installs it there with ``--no-deps``); no DeepCTR-Torch code lives in this repository. Two stand-ins are put in
-``sys.modules`` before ``deepctr_torch`` is imported (after torch / TorchRec, whose import probes for a real ``tensorflow``):
-  - ``tensorflow.python.keras.callbacks``: DeepCTR-Torch imports ``EarlyStopping``, ``ModelCheckpoint``,
-    ``History`` and ``CallbackList`` from TensorFlow. Minimal classes written here (``History`` records epoch
-    logs, ``CallbackList`` forwards hooks); the bench passes no callbacks, so only ``History`` ever does work.
-  - ``deepctr_torch.utils``: its ``check_version`` starts a thread that queries PyPI on import; the stand-in's
-    ``check_version`` does nothing (no network, no background thread during timing).
-
-Data (:mod:`dist_ctr.bench.peer_data`, one seed): a Criteo-shaped set from the library's planted generator
-(:class:`dist_ctr.data.synthetic.PlantedModel`, default signal): 26 categorical features ``C1..C26`` with Zipf ids
-over the ``criteo-kaggle`` preset's vocabularies (Criteo-Kaggle cardinalities capped at 75,000 without it), 13
-dense counts ``I1..I13`` read as ``log(1 + x)``, and a binary label drawn from ``sigmoid(bias + first-order effects
-+ 6 centred rank-4 pairwise effects + dense effects)``, the bias set for a 25% CTR; the planted function depends on
-``--data-seed`` only, not on the row count. The same arrays, same row order, feed both libraries: DeepCTR-Torch gets
-``dict[column -> np.ndarray]`` (int64 ids, float32 dense, as a label-encoded DataFrame would give), dist_ctr gets
-batches (``CTRBatch``) cut from the same rows (key-major KJT, int64 ids, int32 lengths).
-
-Sequence and multi-task models get their own data (:mod:`dist_ctr.bench.peer_data`, same seed, same row counts):
-  - ``DIN``, ``DIEN``: behaviour sequences: ``user``, target ``item_id`` / ``cate_id``, histories
-    ``hist_item_id`` / ``hist_cate_id`` (maxlen 20, lengths 1..20), one dense count ``price``, from the library's
-    planted generator with a linked history (100 categories, ``item % 100``); the click depends on the share of
-    the history in the target's category, plus first-order effects of the user, the target item and the price
-    (the AUC of that part without the history is printed next to the ceiling: a model at that level has not used
-    the history). The peer gets DeepCTR's conventions: ``VarLenSparseFeat(SparseFeat("hist_item_id",
-    embedding_name="item_id"), maxlen, length_name="seq_length")``, the histories as ``(N, L)`` zero-padded arrays
-    and the ``seq_length`` column, ``history_feature_list=["item_id", "cate_id"]``; ours the same ids with the
-    histories linked to their targets' tables by ``embedding_name`` (KJT values = each row's valid prefix).
-  - ``SharedBottom``, ``ESMM``, ``MMOE``, ``PLE``: the Criteo-shaped rows above with two labels, ``ctr`` (the
-    label above) and ``ctcvr`` (click and convert; the generator's chained tasks: conversion given a click planted
-    on 0.8 x the click logit and its own effects), ``y`` of shape ``(N, 2)`` on both sides (ours:
-    ``LabelSpec("ctr"), LabelSpec("ctcvr")``; the peer:
-    its defaults ``task_types=("binary", "binary")``, ``task_names=("ctr", "ctcvr")``). Their AUC is the mean of
-    the two per-task AUCs (each printed in brackets and written to the JSON as ``task_aucs``).
-  Differences that stay, by construction: DIEN runs with ``gru_type="AUGRU"`` and ``use_negsampling=False`` on
-  both sides (the peer's auxiliary net is a sigmoid MLP on probabilities, ours a logit head, and ours would
-  otherwise sample in-batch negatives: no like-for-like auxiliary loss), so the auxiliary loss is not compared;
-  the peer packs histories (``pack_padded_sequence``, its AUGRU a Python loop over packed steps) where ours masks
-  padded steps; each model keeps its own library's init where ours documents a deliberate change (attention MLPs
-  and DIEN's GRUs: PyTorch's default init in ours, ``N(0, init_std)``-style in the peer); the peer's ESMM trains
-  BCE on the product of probabilities, ours BCE-with-logits on the exact CTCVR logit (same function); the peer's
-  multi-task loss is summed over rows and tasks, ours (``mean``) is each task's batch mean, summed over tasks.
-
-Hyper-parameters, identical on both sides:
-  - embedding dim 16 (``SparseFeat(..., embedding_dim=16)``); each model's default architecture arguments: the
-    peer's constructor defaults are read with ``inspect`` and passed to our typed config for every field of the
-    same name (the overrides this causes are printed, e.g. DIFM ``att_head_num``);
-  - batch size ``--batch`` (4096), ``--epochs`` (1), no shuffling (DeepCTR ``fit(shuffle=False)``);
-  - optimizer: DeepCTR ``compile("adagrad")`` means ``torch.optim.Adagrad(model.parameters(), lr=0.01)`` (eps
-    1e-10) for embeddings and dense layers alike. The peer gets ``torch.optim.Adagrad(model.parameters(),
-    lr=LR)`` (for LR = 0.01 exactly ``compile("adagrad")``); ours gets the fused sparse optimizer with lr LR and
-    eps ``--sparse-eps`` (1e-10, the peer's) on the embeddings and ``torch.optim.Adagrad`` with lr LR on the dense
-    part. ``--lrs`` runs a sweep, each LR applied to both sides; ``--seeds`` repeats with other model seeds.
-  - ours runs in ``--variants``, each ``<fused sparse optimizer>/<mean|sum>/<peer|engine>``: the optimizer
-    (``rowwise_adagrad``, the engine's fast default, or exact ``adagrad``); the loss reduction (``mean``, the
-    engine's; ``sum`` = DeepCTR's ``reduction='sum'``, the Trainer's ``loss_reduction="sum"``); the table
-    init (``peer``: every table re-drawn from ``N(0, init_std)`` as DeepCTR-Torch does, see
-    :func:`peer_style_init`; ``engine``: the engine's own init, the same distribution ``N(0, init_std)`` drawn by
-    its deterministic per-(seed, table, row block) generator). Default: ``rowwise_adagrad/mean/engine``
-    (headline: what a job gets), ``adagrad/sum/engine`` (what the compat facade's ``compile("adagrad")`` gets:
-    DeepCTR-Torch's optimizer and loss), ``rowwise_adagrad/mean/peer``. The variant ``facade`` is what a
-    DeepCTR-Torch user meets: the peer's own program with ``deepctr_torch`` swapped for ``dist_ctr.compat``
-    (same column and model calls, ``compile("adagrad", "binary_crossentropy")``, ``fit`` per chunk of rows at
-    ``--batch``; :mod:`dist_ctr.bench.facade`), its input preparation timed like the peer's.
-  - what still differs by construction: DeepCTR adds ``l2_reg_embedding * ||table||^2`` over *whole* tables each
-    step (so every row decays, seen or not); ours puts the same coefficient on the looked-up rows (batch mean).
-    Our "dim-1" linear tables are 4 columns read as their mean (FBGEMM needs widths divisible by 4; the same
-    weight and the same Adagrad steps as a dim-1 table). DeepCTR-Torch sums the loss over the batch, the engine
-    averages it (variant ``sum`` aligns it); under Adagrad the two differ only through eps. With every one of
-    these aligned and the peer's own init copied into ours, ``scripts/peer_trajectory.py`` shows the two
-    libraries training the same model to float error.
-
-Timing: the training pass only, both sides side by side. Every side (the peer and each variant of ours) first
-trains on the first ``--warmup`` batches untimed; then the remaining rows are cut into chunks of ``--chunk``
-batches and each chunk is trained by every side in turn (the order rotating per chunk), so that all sides see the
-same load on this shared machine. The peer's chunk is DeepCTR's whole ``model.fit(chunk, verbose=0,
-shuffle=False)`` (no validation, no metrics; its concatenation to one float matrix, DataLoader, ``.item()`` calls
-and per-step L2 over whole tables included, as a user gets it); ours is ``Trainer.train_step`` over the chunk's
-pre-built batches. Figures: a side's samples/s = median over chunks of its chunk rate (whole-pass rate and
-``batch / median single step`` in brackets, a step being the time between two optimizer steps: the peer's through
-a ``register_step_post_hook`` on its optimizer); speed-up = median over chunks of the paired ratio peer chunk time /
-ours chunk time. A further figure, "model step, no DataLoader", times DeepCTR's model on pre-built float batches
-(forward, summed BCE, its regularisation loss, backward, Adagrad step; median step) on a fresh model, so the
-speed-up is not merely the DataLoader's. torch threads are set once for the process, equal on both sides.
-
-Quality: held-out AUC (exact, ``sklearn.metrics.roc_auc_score`` on every test row's prediction, float64) for
-both sides, and ours minus peer. The AUC of the planted probability itself is printed as the ceiling. AUC moves by
-a few 1e-3 between seeds at 400k rows: use ``--seeds`` before reading a difference below 0.005.
+How the bench works (peer import, data, hyper-parameters, variants, timing, quality) is written out in
+docs/benchmarks.md, "How the peer bench works". In short: the same rows in the same order feed both libraries;
+both sides train side by side in rotating chunks, so they see the same load; speed-up is the median paired chunk
+ratio; quality is the exact held-out AUC of each side, ours minus the peer's.
 
 Usage:
     PEER_DIR=$(scripts/peer_env.sh)
