@@ -32,7 +32,7 @@ class DIFMConfig(IFMConfig):
     (each head has ``D / att_head_num`` dims)."""
 
     att_embedding_size: int = 8
-    att_head_num: int = 8
+    att_head_num: int = 4
     att_res: bool = True
 
 

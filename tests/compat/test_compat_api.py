@@ -285,23 +285,47 @@ def test_din_trains_on_padded_history():
 PEER = Path.home() / ".cache" / "dist_ctr_peer" / "deepctr_torch" / "models"
 
 
-def test_positional_order_matches_deepctr_torch_source():
-    """Argument names and order against DeepCTR-Torch 0.2.9's source (parsed, not imported) when installed."""
+def test_positional_order_and_defaults_match_deepctr_torch_source():
+    """Argument names, order and literal defaults against DeepCTR-Torch 0.2.9's source (parsed, not imported) when
+    installed: a program moved over by changing its import builds the same model."""
     if not PEER.is_dir():
         pytest.skip(f"DeepCTR-Torch source not found at {PEER} (scripts/peer_env.sh installs it)")
-    peer: dict[str, list[str]] = {}
+    peer: dict[str, tuple[list[str], dict[str, object]]] = {}
     for p in list(PEER.glob("*.py")) + list(PEER.glob("multitask/*.py")):
         for node in ast.parse(p.read_text()).body:
             if isinstance(node, ast.ClassDef) and any("BaseModel" in ast.unparse(b) for b in node.bases):
                 for f in node.body:
                     if isinstance(f, ast.FunctionDef) and f.name == "__init__":
-                        peer[node.name] = [a.arg for a in f.args.args][1:]
+                        names = [a.arg for a in f.args.args][1:]
+                        defaults: dict[str, object] = {}
+                        for a, d in zip(names[len(names) - len(f.args.defaults):], f.args.defaults):
+                            try:
+                                defaults[a] = ast.literal_eval(d)
+                            except ValueError:  # not a literal (e.g. a tuple of names): not compared
+                                pass
+                        peer[node.name] = (names, defaults)
     checked = 0
-    for name, args in peer.items():
-        if name in MODEL_REGISTRY:
-            assert list(inspect.signature(getattr(cm, name)).parameters)[: len(args)] == args, name
-            checked += 1
+    for name, (args, defaults) in peer.items():
+        if name not in MODEL_REGISTRY:
+            continue
+        params = inspect.signature(getattr(cm, name)).parameters
+        assert list(params)[: len(args)] == args, name
+        for a, d in defaults.items():
+            ours = params[a].default
+            ours = list(ours) if isinstance(ours, tuple) else ours
+            assert ours == (list(d) if isinstance(d, tuple) else d), f"{name}.{a}: ours {ours!r}, DeepCTR-Torch {d!r}"
+        checked += 1
     assert checked >= 5
+
+
+def test_defaults_where_the_engine_config_differs_are_deepctr_torchs():
+    """DIEN's config turns the auxiliary loss on; the facade's DIEN, like DeepCTR-Torch's, has it off. DIFM has 4
+    heads, as in DeepCTR-Torch 0.2.9."""
+    from dist_ctr.models.dien import DIENConfig
+
+    assert DIENConfig.use_negsampling is True
+    assert inspect.signature(cm.DIEN).parameters["use_negsampling"].default is False
+    assert inspect.signature(cm.DIFM).parameters["att_head_num"].default == 4
 
 
 def test_compile_adagrad_uses_torch_adagrad_defaults_on_embeddings_too():

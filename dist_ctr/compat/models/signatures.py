@@ -8,7 +8,8 @@ have gets a signature derived from its config: its column arguments (one per ``*
 after ``init_std``, then ``task`` (or ``task_types`` / ``task_names`` when the config has them), ``device``,
 ``gpus``.
 
-Defaults come from the config dataclass (one source of truth); ``seed=1024``, ``task="binary"``,
+Defaults come from the config dataclass (one source of truth), except where the engine's config deliberately
+differs from DeepCTR-Torch 0.2.9 (:data:`DEEPCTR_DEFAULTS`: DIEN's ``use_negsampling``); ``seed=1024``, ``task="binary"``,
 ``device="cpu"``, ``gpus=None``, ``task_types=("binary", "binary")``, ``task_names=("ctr", "ctcvr")`` as in
 DeepCTR-Torch.
 
@@ -93,6 +94,9 @@ WRAPPER_DEFAULTS: dict[str, Any] = {
     "task_types": ("binary", "binary"),
     "task_names": ("ctr", "ctcvr"),
 }
+# DeepCTR-Torch 0.2.9's defaults where the engine's config deliberately differs: DIEN's config turns the
+# auxiliary loss on (RecBole's choice), DeepCTR-Torch's DIEN has it off, so a program moved over trains the same model.
+DEEPCTR_DEFAULTS: dict[str, dict[str, Any]] = {"DIEN": {"use_negsampling": False}}
 # DeepCTR-Torch arguments that are required (no default) besides the column lists.
 REQUIRED = {"history_feature_list"}
 # Column lists that default to None (MLR's optional learners).
@@ -160,6 +164,7 @@ def model_spec(name: str, config_cls: type) -> ModelSpec:
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else P.empty)  # type: ignore[misc]
             if a in ("task_types", "task_names") and default is None:
                 default = WRAPPER_DEFAULTS[a]
+            default = DEEPCTR_DEFAULTS.get(name, {}).get(a, default)
         elif a in WRAPPER_DEFAULTS:
             default = WRAPPER_DEFAULTS[a]
         elif a in NO_EFFECT_ARGS:
