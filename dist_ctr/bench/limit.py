@@ -46,11 +46,13 @@ class ModelLookups(CTRModel):
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         logit = dense.new_zeros(dense.shape[0], 1)  # (B, 1)
         for m in self.arches:
-            if isinstance(m, LinearArch):
-                logit = logit + m(dense, sparse)
+            if isinstance(m, LinearArch):  # its carried weights count with their SparseArch below
+                logit = logit + m(dense, sparse, dense.new_zeros(dense.shape[0], 1) if m.carried_names else None)
             else:
                 out = m(sparse)
                 logit = logit + out.pooled_flat.sum(1, keepdim=True) * self.scale
+                if out.linear is not None:  # the linear weights carried in the embedding rows
+                    logit = logit + out.linear
                 for seq in out.sequences.values():
                     logit = logit + seq.sum(dim=(1, 2)).unsqueeze(1) * self.scale  # (B, 1)
         return logit
@@ -62,7 +64,7 @@ def _leaf(x: object) -> object:
         return x.detach().clone().requires_grad_(x.is_floating_point())
     if isinstance(x, SparseOutput):
         return SparseOutput(_leaf(x.pooled), _leaf(x.pooled_flat), {k: _leaf(v) for k, v in x.sequences.items()},
-                            dict(x.seq_lengths))
+                            dict(x.seq_lengths), _leaf(x.linear))
     return x
 
 

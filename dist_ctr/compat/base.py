@@ -51,10 +51,12 @@ import torch
 import torch.distributed as dist
 
 from dist_ctr.compat.callbacks import Callback, History
+from dist_ctr.compat.carried import copy_splitting_carried
 from dist_ctr.compat.data import BatchStream, PreparedData, prepare
 from dist_ctr.compat.metrics import ENGINE_KEY, METRICS, metric_value
 from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.distributed.env import DistEnv, init_process_group
+from dist_ctr.distributed.model_parallel import ELEMENTWISE_SPARSE
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.train import checkpoint as ckpt
 from dist_ctr.train.engine import Trainer
@@ -291,13 +293,25 @@ class CompatModel:
 
         env = make_env(self.device)
         old = self.trainer
+        carried = getattr(self.config, "linear_in_embedding_tables", None)
+        if old is None and carried is False and sparse.name in ELEMENTWISE_SPARSE:
+            # One lookup per id: the linear weights ride in the embedding rows (same model and arithmetic under an
+            # element-wise sparse optimizer; see dist_ctr.sparse.SparseArch). The tables are still on meta.
+            self.config = dataclasses.replace(self.config, linear_in_embedding_tables=True)
+            torch.manual_seed(self.seed)
+            self.model = build_model(self.model_name, self.schema, self.config)
+        split = old is not None and bool(carried) and sparse.name not in ELEMENTWISE_SPARSE
+        if split:  # a row-wise optimizer keeps state per row: the linear weights go back to tables of their own
+            self.config = dataclasses.replace(self.config, linear_in_embedding_tables=False)
         if old is not None:  # re-compile: the embeddings were sharded in place, so rebuild and carry the weights
             torch.manual_seed(self.seed)
             self.model = build_model(self.model_name, self.schema, self.config)
         trainer = Trainer(self.model, env, task_types=self.task_types, sparse_optim=sparse, dense_optim=dense,
                           batch_size=256, seed=self.seed, task_names=self.task_names,
                           loss_reduction=self.loss_reduction, precision=self.precision)
-        if old is not None:
+        if split:
+            copy_splitting_carried(old.dmp, trainer.dmp)  # type: ignore[union-attr]
+        elif old is not None:
             with tempfile.TemporaryDirectory(prefix="dist_ctr_recompile_") as tmp:
                 ckpt.save_checkpoint(tmp, 0, 0, {"model": old.dmp.state_dict()}, None, {})
                 state = {"model": trainer.dmp.state_dict()}

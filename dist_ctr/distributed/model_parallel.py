@@ -29,7 +29,7 @@ from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.data.config import DEFAULT_BATCH_SIZE
 from dist_ctr.distributed.env import DistEnv
 from dist_ctr.distributed.optim import combined_optimizer, mark_fused_sparse
-from dist_ctr.sparse.init import table_init, table_init_stds
+from dist_ctr.sparse.init import TableInit, table_init, table_inits
 
 
 def quiet_torchrec() -> None:
@@ -105,11 +105,15 @@ def make_plan(module: nn.Module, env: DistEnv, sharding: dict[str, Any], batch_s
     return plan, sharders
 
 
-def init_embeddings(dmp: nn.Module, tables: list, seed: int, stds: dict[str, float | None] | None = None) -> None:
+# Sparse optimizers whose state and update are per element: a table's columns train independently under them.
+ELEMENTWISE_SPARSE = frozenset({"adagrad", "adam", "sgd"})
+
+
+def init_embeddings(dmp: nn.Module, tables: list, seed: int, inits: dict[str, TableInit] | None = None) -> None:
     """Write deterministic initial weights into every (sharded) table of ``dmp``, identical across shardings.
 
     ``tables`` are the TableSpecs taken from the module *before* sharding (DMP swaps the modules in place);
-    ``stds`` maps table names to their init std (:func:`dist_ctr.sparse.init.table_init_stds`; missing or ``None``:
+    ``inits`` maps table names to their init (:func:`dist_ctr.sparse.init.table_inits`; missing or std ``None``:
     uniform, see :func:`dist_ctr.sparse.init.table_init`).
     """
     from torch.distributed._shard.sharded_tensor import ShardedTensor
@@ -126,13 +130,13 @@ def init_embeddings(dmp: nn.Module, tables: list, seed: int, stds: dict[str, flo
             if tname not in by_name or ("embedding_bags." + tname not in key and "embeddings." + tname not in key):
                 continue
             t = by_name[tname]
-            std = (stds or {}).get(tname)
+            init = (inits or {}).get(tname, TableInit(None))
             written.add(tname)
             if isinstance(value, ShardedTensor):
                 for shard in value.local_shards():
                     r0, c0 = shard.metadata.shard_offsets
                     nr, nc = shard.metadata.shard_sizes
-                    w = table_init(seed, tname, t.num_embeddings, t.embedding_dim, r0, r0 + nr, std)
+                    w = table_init(seed, tname, t.num_embeddings, t.embedding_dim, r0, r0 + nr, *init)
                     shard.tensor.copy_(w[:, c0 : c0 + nc])
             elif isinstance(value, DTensor):
                 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -140,10 +144,10 @@ def init_embeddings(dmp: nn.Module, tables: list, seed: int, stds: dict[str, flo
                 shape, offset = compute_local_shape_and_global_offset(value.shape, value.device_mesh, value.placements)
                 local = value.to_local()
                 if local.numel():
-                    w = table_init(seed, tname, t.num_embeddings, t.embedding_dim, offset[0], offset[0] + shape[0], std)
+                    w = table_init(seed, tname, t.num_embeddings, t.embedding_dim, offset[0], offset[0] + shape[0], *init)
                     local.copy_(w[:, offset[1] : offset[1] + shape[1]])
             else:
-                value.copy_(table_init(seed, tname, t.num_embeddings, t.embedding_dim, 0, t.num_embeddings, std))
+                value.copy_(table_init(seed, tname, t.num_embeddings, t.embedding_dim, 0, t.num_embeddings, *init))
     missing = set(by_name) - written
     if missing:
         raise RuntimeError(f"deterministic init found no weights for tables {sorted(missing)}")
@@ -168,7 +172,13 @@ def parallelize(
                          "sgd on CPU (adam works on CUDA)")
     mark_fused_sparse(task, sparse_optim)
     tables, _ = _table_specs(task)
-    stds = table_init_stds(task)
+    inits = table_inits(task)
+    carried = sorted(n for n, i in inits.items() if i.tail is not None)
+    if carried and sparse_optim.name not in ELEMENTWISE_SPARSE:
+        raise ValueError(f"model.config.linear_in_embedding_tables: tables {carried} carry the linear weights in their "
+                         f"embedding rows, which trains the same model only under an element-wise sparse optimizer "
+                         f"({sorted(ELEMENTWISE_SPARSE)}); optim.sparse.name is {sparse_optim.name!r} (its state is "
+                         "per row, so the two parts would share it); set linear_in_embedding_tables: false")
     plan, sharders = make_plan(task, env, sharding or {}, batch_size, sparse_optim.name)
     with warnings.catch_warnings():  # TorchRec passes DDP's deprecated ``broadcast_buffers`` itself
         warnings.filterwarnings("ignore", message=r"`broadcast_buffers` is deprecated", category=FutureWarning)
@@ -180,6 +190,6 @@ def parallelize(
             sharders=sharders,
             data_parallel_wrapper=SingleProcessWrapper() if env.world_size == 1 else DefaultDataParallelWrapper(),
         )
-    init_embeddings(dmp, tables, seed, stds)
+    init_embeddings(dmp, tables, seed, inits)
     optimizer = combined_optimizer(dmp, dense_optim)
     return Parallelized(dmp=dmp, optimizer=optimizer, plan=plan)

@@ -29,6 +29,7 @@ class AutoIntConfig(BatchNormArgs, DeepArgs):
     att_head_num: int = 2
     att_res: bool = True
     linear_feature_names: Optional[tuple[str, ...]] = None
+    linear_in_embedding_tables: bool = False  # see dist_ctr.models.config_blocks.LinearArgs
 
 
 @register_model("AutoInt", AutoIntConfig)

@@ -64,10 +64,18 @@ class BatchNormArgs:
 
 @dataclass(frozen=True)
 class LinearArgs:
-    """DeepCTR's linear part: ``linear_feature_names`` (``None`` = every feature) and ``l2_reg_linear``."""
+    """DeepCTR's linear part: ``linear_feature_names`` (``None`` = every feature) and ``l2_reg_linear``.
+
+    ``linear_in_embedding_tables``: store each sparse feature's linear weight as extra columns of its embedding
+    rows where the deep part reads the same table (one lookup per id instead of two; see
+    :class:`dist_ctr.sparse.SparseArch`). The same model and arithmetic under an element-wise sparse optimizer
+    (exact Adagrad, Adam, SGD); training refuses it under row-wise Adagrad. The compat facade turns it on when it
+    compiles with an element-wise one.
+    """
 
     l2_reg_linear: float = 1e-5
     linear_feature_names: Optional[tuple[str, ...]] = None
+    linear_in_embedding_tables: bool = False
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from dist_ctr.models.base import CTRModel
 from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.heads import TaskOutput, logit_layer, make_dnn
-from dist_ctr.models.inputs import DeepInputs, linear_part
+from dist_ctr.models.inputs import DeepInputs, carried_linear, linear_part
 from dist_ctr.schema import FeatureSchema
 
 __all__ = ["DCN", "DCNConfig", "DCNMix", "DCNMixConfig"]
@@ -105,8 +105,8 @@ class CrossDeep(CTRModel):
         self.config = cfg
         if cfg.cross_num < 0:
             raise ValueError(f"{name}: cross_num must be >= 0, got {cfg.cross_num}")
-        self.linear = linear_part(self, cfg.linear_feature_names, cfg.l2_reg_linear)
-        inputs = DeepInputs(schema, cfg.dnn_feature_names)
+        inputs = DeepInputs(schema, cfg.dnn_feature_names, carried_linear(schema, cfg))
+        self.linear = linear_part(self, cfg.linear_feature_names, cfg.l2_reg_linear, shared=inputs.sparse)
         if not (len(cfg.dnn_hidden_units) > 0 or cfg.cross_num > 0):
             raise ValueError(f"{name}: either dnn_hidden_units or cross_num must be > 0")
         if inputs.output_dim == 0:
@@ -122,8 +122,8 @@ class CrossDeep(CTRModel):
         self.out = TaskOutput(self.num_tasks, shared=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        logit = self.linear(dense, sparse)  # (B, 1)
         emb, x0 = self.inputs(dense, sparse)  # x0: (B, N)
+        logit = self.linear(dense, sparse, emb.linear if emb is not None else None)  # (B, 1)
         if emb is not None:
             self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
         towers = []

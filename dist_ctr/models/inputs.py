@@ -56,15 +56,24 @@ def check_feature_names(schema: FeatureSchema, names: Optional[Iterable[str]], w
     return names
 
 
-def linear_part(model: "CTRModel", names: Optional[Iterable[str]], l2_reg_linear: float) -> LinearArch:
+def linear_part(model: "CTRModel", names: Optional[Iterable[str]], l2_reg_linear: float,
+                shared: Optional[SparseArch] = None) -> LinearArch:
     """DeepCTR's linear part of ``model`` over ``names`` (``None`` = every feature; unknown names are an error
     naming ``linear_feature_names``), started from the model's ``init_std``, its dense weight under
-    ``l2_reg_linear``."""
+    ``l2_reg_linear``; the features ``shared`` carries in its embedding rows get no table of their own."""
     arch = LinearArch(model.schema, check_feature_names(model.schema, names, "linear_feature_names"),
-                      init_std=model.embedding_init_std)
+                      init_std=model.embedding_init_std, shared=shared)
     if arch.dense_weight is not None:
         model.register_l2(l2_reg_linear, arch.dense_weight.parameters())
     return arch
+
+
+def carried_linear(schema: FeatureSchema, config: object) -> list[str]:
+    """The linear part's features to offer the deep embedding arch (``SparseArch(linear_features=...)``): all of
+    ``config.linear_feature_names`` when ``config.linear_in_embedding_tables`` is set, else none."""
+    if not getattr(config, "linear_in_embedding_tables", False):
+        return []
+    return check_feature_names(schema, getattr(config, "linear_feature_names", None), "linear_feature_names")
 
 
 def split_features(schema: FeatureSchema, names: Optional[Sequence[str]], model: str,
@@ -178,6 +187,8 @@ class DeepInputs(nn.Module):
     Args:
         schema (FeatureSchema): the features.
         feature_names (Iterable[str] | None): the DNN features (default: all).
+        linear_features (Iterable[str]): the linear part's features to carry in the embedding rows
+            (:func:`carried_linear`; see :class:`~dist_ctr.sparse.SparseArch`).
 
     Attributes:
         sparse (SparseArch | None): ``None`` when no sparse feature is selected.
@@ -188,12 +199,13 @@ class DeepInputs(nn.Module):
     tensor is the selected dense values followed by the pooled embeddings in feature order.
     """
 
-    def __init__(self, schema: FeatureSchema, feature_names: Optional[Iterable[str]] = None) -> None:
+    def __init__(self, schema: FeatureSchema, feature_names: Optional[Iterable[str]] = None,
+                 linear_features: Iterable[str] = ()) -> None:
         super().__init__()
         names = check_feature_names(schema, feature_names, "dnn_feature_names")
         sparse_set, dense_set = set(schema.sparse_names), set(schema.dense_names)
         sparse = [n for n in names if n in sparse_set]
-        self.sparse: Optional[SparseArch] = SparseArch(schema, sparse) if sparse else None
+        self.sparse: Optional[SparseArch] = SparseArch(schema, sparse, linear_features=linear_features) if sparse else None
         self.sparse_names = sparse
         self.dense_cols = DenseColumns(schema, [n for n in names if n in dense_set])
         self.dense_dim = self.dense_cols.width

@@ -28,7 +28,7 @@ from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.models.heads import TaskOutput, dnn_tower
-from dist_ctr.models.inputs import DeepInputs, linear_part
+from dist_ctr.models.inputs import DeepInputs, carried_linear, linear_part
 
 __all__ = ["WDL", "WDLConfig"]
 
@@ -52,20 +52,23 @@ class WDL(CTRModel):
     def __init__(self, schema: FeatureSchema, config: WDLConfig = WDLConfig()) -> None:
         super().__init__(schema)
         cfg = self.config = config
-        self.linear = linear_part(self, cfg.linear_feature_names, cfg.l2_reg_linear)
         self.inputs: Optional[DeepInputs] = None
         self.dnn: Optional[DNN] = None
-        inputs = DeepInputs(schema, cfg.dnn_feature_names)
+        inputs = DeepInputs(schema, cfg.dnn_feature_names, carried_linear(schema, cfg))
         if len(cfg.dnn_hidden_units) > 0 and inputs.output_dim > 0:
             self.inputs = inputs
+        self.linear = linear_part(self, cfg.linear_feature_names, cfg.l2_reg_linear,
+                                  shared=self.inputs.sparse if self.inputs is not None else None)
+        if self.inputs is not None:
             self.dnn, self.dnn_linear = dnn_tower(self, inputs.output_dim, cfg)
         self.out = TaskOutput(self.num_tasks, shared=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        logit = self.linear(dense, sparse)  # (B, 1)
-        if self.inputs is not None and self.dnn is not None:
-            emb, x = self.inputs(dense, sparse)  # x: (B, N)
-            if emb is not None:
-                self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
-            logit = logit + self.dnn_linear(self.dnn(x))  # (B, T)
+        if self.inputs is None or self.dnn is None:
+            return self.out(self.linear(dense, sparse))  # (B, T)
+        emb, x = self.inputs(dense, sparse)  # x: (B, N)
+        logit = self.linear(dense, sparse, emb.linear if emb is not None else None)  # (B, 1)
+        if emb is not None:
+            self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
+        logit = logit + self.dnn_linear(self.dnn(x))  # (B, T)
         return self.out(logit)  # (B, T)

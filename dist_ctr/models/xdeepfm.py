@@ -30,7 +30,7 @@ from dist_ctr.models.base import CTRModel
 from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.heads import TaskOutput, dnn_tower
-from dist_ctr.models.inputs import DeepInputs, linear_part
+from dist_ctr.models.inputs import DeepInputs, carried_linear, linear_part
 from dist_ctr.schema import FeatureSchema
 
 __all__ = ["xDeepFM", "xDeepFMConfig"]
@@ -64,11 +64,12 @@ class xDeepFM(CTRModel):  # noqa: N801 (DeepCTR's name)
     def __init__(self, schema: FeatureSchema, config: xDeepFMConfig = xDeepFMConfig()) -> None:
         super().__init__(schema)
         cfg = self.config = config
-        self.linear = linear_part(self, cfg.linear_feature_names, cfg.l2_reg_linear)
-        inputs = DeepInputs(schema, cfg.dnn_feature_names)
+        inputs = DeepInputs(schema, cfg.dnn_feature_names, carried_linear(schema, cfg))
         self.use_cin = len(cfg.cin_layer_size) > 0 and inputs.num_fields > 0
         self.use_dnn = len(cfg.dnn_hidden_units) > 0 and inputs.output_dim > 0
         self.inputs: Optional[DeepInputs] = inputs if (self.use_cin or self.use_dnn) else None
+        self.linear = linear_part(self, cfg.linear_feature_names, cfg.l2_reg_linear,
+                                  shared=self.inputs.sparse if self.inputs is not None else None)
         self.dnn: Optional[DNN] = None
         self.cin: Optional[CIN] = None
         if self.use_dnn:
@@ -81,13 +82,14 @@ class xDeepFM(CTRModel):  # noqa: N801 (DeepCTR's name)
         self.out = TaskOutput(self.num_tasks, shared=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        logit = self.linear(dense, sparse)  # (B, 1)
-        if self.inputs is not None:
-            emb, x = self.inputs(dense, sparse)  # x: (B, N)
-            if emb is not None:
-                self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
-                if self.cin is not None:
-                    logit = logit + self.cin_linear(self.cin(emb.pooled))  # (B, F, D) -> (B, T)
-            if self.dnn is not None:
-                logit = logit + self.dnn_linear(self.dnn(x))  # (B, T)
+        if self.inputs is None:
+            return self.out(self.linear(dense, sparse))  # (B, T)
+        emb, x = self.inputs(dense, sparse)  # x: (B, N)
+        logit = self.linear(dense, sparse, emb.linear if emb is not None else None)  # (B, 1)
+        if emb is not None:
+            self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
+            if self.cin is not None:
+                logit = logit + self.cin_linear(self.cin(emb.pooled))  # (B, F, D) -> (B, T)
+        if self.dnn is not None:
+            logit = logit + self.dnn_linear(self.dnn(x))  # (B, T)
         return self.out(logit)  # (B, T)

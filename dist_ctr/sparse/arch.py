@@ -26,7 +26,7 @@ or processes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any, Iterable, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -40,7 +40,7 @@ from torchrec import (
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from dist_ctr.schema import FeatureSchema, SparseFeat, VarLenSparseFeat
-from dist_ctr.sparse.init import table_init, table_init_stds
+from dist_ctr.sparse.init import table_init, table_inits
 
 META = torch.device("meta")
 LINEAR_DIM = 4  # width of the linear (wide) tables; see LinearArch
@@ -52,7 +52,7 @@ def mark_linear_tables(module: nn.Module) -> None:
     """Tag every TorchRec collection in ``module`` as holding linear (``LINEAR_DIM``-wide, column-mean) tables."""
     for m in module.modules():
         if isinstance(m, (EmbeddingBagCollection, EmbeddingCollection)):
-            m.init_std_scale = LINEAR_INIT_STD_SCALE  # read by dist_ctr.sparse.init.table_init_stds
+            m.init_std_scale = LINEAR_INIT_STD_SCALE  # read by dist_ctr.sparse.init.table_inits
 
 
 @dataclass
@@ -64,12 +64,15 @@ class SparseOutput:
         pooled_flat (Tensor): ``(B, sum_f D_f)`` the same values, concatenated in schema order.
         sequences (dict[str, Tensor]): sequence feature -> ``(B, L, D)``, zero beyond each row's length.
         seq_lengths (dict[str, Tensor]): sequence feature -> ``(B,)`` int lengths (``<= L``).
+        linear (Tensor | None): ``(B, 1)`` the linear weights carried in the embedding rows
+            (``linear_features``), summed over those features; ``None`` when the arch carries none.
     """
 
     pooled: Optional[torch.Tensor]
     pooled_flat: torch.Tensor
     sequences: dict[str, torch.Tensor] = field(default_factory=dict)
     seq_lengths: dict[str, torch.Tensor] = field(default_factory=dict)
+    linear: Optional[torch.Tensor] = None
 
 
 def _combiner(f: SparseFeat | VarLenSparseFeat) -> Optional[str]:
@@ -104,6 +107,42 @@ def _pool_jagged(jt: JaggedTensor, combiner: str, batch_size: int) -> torch.Tens
     return out
 
 
+class _Layout(NamedTuple):
+    """Where :class:`SparseArch`'s output columns go, for one order of produced features.
+
+    Attributes:
+        perm (Tensor | None): flat column index of the embedding columns in schema order (``None``: in order).
+        lin (Tensor | None): columns of the carried linear weights (``None``: none carried).
+        interleaved (bool): every feature carries, all of one dim, in schema order (:class:`_SplitCarried`).
+    """
+
+    perm: Optional[torch.Tensor]
+    lin: Optional[torch.Tensor]
+    interleaved: bool
+
+
+class _SplitCarried(torch.autograd.Function):
+    """Rows ``[e_f | w_f]`` ``(B, F * (D + LINEAR_DIM))`` -> embeddings ``(B, F * D)`` and the carried linear logit
+    ``sum_f mean(w_f)`` ``(B, 1)``; the backward writes the rows' gradient in one pass."""
+
+    @staticmethod
+    def forward(ctx: Any, flat: torch.Tensor, F: int, D: int) -> tuple[torch.Tensor, torch.Tensor]:
+        B = flat.shape[0]
+        rows = flat.view(B, F, D + LINEAR_DIM)
+        ctx.shape = (F, D)
+        emb = rows[:, :, :D].reshape(B, F * D)  # (B, F * D)
+        # (B, 1); summed as LinearArch sums its (B, F * LINEAR_DIM) output, so the two agree bit for bit
+        linear = rows[:, :, D:].reshape(B, F * LINEAR_DIM).sum(dim=1, keepdim=True) * (1.0 / LINEAR_DIM)
+        return emb, linear
+
+    @staticmethod
+    def backward(ctx: Any, g_emb: torch.Tensor, g_linear: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        F, D = ctx.shape
+        B = g_emb.shape[0]
+        g_w = (g_linear * (1.0 / LINEAR_DIM)).view(B, 1, 1).expand(B, F, LINEAR_DIM)  # (B, F, LINEAR_DIM)
+        return torch.cat([g_emb.view(B, F, D), g_w], dim=2).view(B, F * (D + LINEAR_DIM)), None, None
+
+
 class SparseArch(nn.Module):
     """All embedding tables of a schema; pooled ``(B, F, D)`` plus unpooled sequences.
 
@@ -112,8 +151,17 @@ class SparseArch(nn.Module):
         feature_names (Iterable[str] | None): sparse features this arch embeds (default: all of the schema's).
         sequence_features (Iterable[str]): var-len features kept unpooled as ``(B, L, D)``.
         table_prefix (str): prefix of TorchRec table names (two archs in one model need distinct names).
+        linear_features (Iterable[str]): the features of the model's DeepCTR linear part, to carry in the embedding
+            rows: a pooled (EBC) table read here by exactly the linear part's features of that table gets
+            ``LINEAR_DIM`` more columns, which hold their weight as :class:`LinearArch` would (column mean, the init
+            of its table ``linear_prefix + table``), so one lookup per id serves both parts. ``linear_names`` lists
+            the features carried.
+        linear_prefix (str): the :class:`LinearArch` table name prefix whose init the extra columns take.
 
     Call: ``forward(features: KeyedJaggedTensor) -> SparseOutput``. Extra KJT keys are ignored.
+
+    The extra columns change no arithmetic under an element-wise sparse optimizer (exact Adagrad, Adam, SGD: every
+    column keeps its own state), and the sharded engine refuses them under row-wise Adagrad, whose state is per row.
     """
 
     def __init__(
@@ -122,6 +170,8 @@ class SparseArch(nn.Module):
         feature_names: Iterable[str] | None = None,
         sequence_features: Iterable[str] = (),
         table_prefix: str = "",
+        linear_features: Iterable[str] = (),
+        linear_prefix: str = "linear__",
     ) -> None:
         super().__init__()
         wanted = list(feature_names) if feature_names is not None else schema.sparse_names
@@ -148,6 +198,13 @@ class SparseArch(nn.Module):
         bag_cfgs: list[EmbeddingBagConfig] = []
         seq_cfgs: list[EmbeddingConfig] = []
         ec_pooled: list[str] = []
+        linear_by_table: dict[str, set[str]] = {}
+        for n in linear_features:
+            f = schema.feature(n)
+            if isinstance(f, (SparseFeat, VarLenSparseFeat)):
+                linear_by_table.setdefault(f.embedding_name, set()).add(n)
+        tails: dict[str, tuple[str, int, float]] = {}
+        self.linear_names: list[str] = []
         for tname, tfeats in by_table.items():
             spec = specs[tname]
             pooling = _table_pooling(tfeats)
@@ -158,21 +215,30 @@ class SparseArch(nn.Module):
                                                 name=table_prefix + tname, feature_names=names))
                 ec_pooled.extend(n for n in names if n not in seq)
             else:
-                bag_cfgs.append(EmbeddingBagConfig(num_embeddings=spec.num_embeddings, embedding_dim=spec.embedding_dim,
+                width = spec.embedding_dim
+                if linear_by_table.get(tname) == set(names):
+                    width += LINEAR_DIM
+                    tails[table_prefix + tname] = (linear_prefix + tname, LINEAR_DIM, LINEAR_INIT_STD_SCALE)
+                    self.linear_names.extend(names)
+                bag_cfgs.append(EmbeddingBagConfig(num_embeddings=spec.num_embeddings, embedding_dim=width,
                                                    name=table_prefix + tname, feature_names=names, pooling=pooling))
         self.ebc: Optional[EmbeddingBagCollection] = (
             EmbeddingBagCollection(tables=bag_cfgs, device=META) if bag_cfgs else None
         )
+        if self.ebc is not None and tails:
+            self.ebc.column_tails = tails  # read by dist_ctr.sparse.init.table_inits
         self.ec: Optional[EmbeddingCollection] = EmbeddingCollection(tables=seq_cfgs, device=META) if seq_cfgs else None
         self.ec_pooled_names: list[str] = ec_pooled
         self.combiners: dict[str, str] = {
             f.name: (_combiner(f) or "sum") for f in feats  # type: ignore[misc]
         }
         # Column permutation from the order features are produced in (EBC output keys, then EC-pooled) to schema
-        # order. A sharded EBC returns its keys in plan order, not config order, so the permutation is built from
-        # the output's own keys on first sight of each key order and cached.
+        # order, and the weights summing the carried linear columns. A sharded EBC returns its keys in plan order,
+        # not config order, so both are built from the output's own keys on first sight of each key order and cached.
         self._dims: dict[str, int] = {f.name: f.embedding_dim for f in feats}
-        self._perm_cache: dict[tuple[str, ...], Optional[torch.Tensor]] = {}
+        carried = set(self.linear_names)
+        self._widths: dict[str, int] = {n: d + (LINEAR_DIM if n in carried else 0) for n, d in self._dims.items()}
+        self._layout_cache: dict[tuple[str, ...], _Layout] = {}
         dims = self._dims
         pooled_dims = {dims[n] for n in self.pooled_names}
         self.uniform_dim: Optional[int] = pooled_dims.pop() if len(pooled_dims) == 1 else None
@@ -183,18 +249,23 @@ class SparseArch(nn.Module):
         """``F``: pooled features."""
         return len(self.pooled_names)
 
-    def _perm_for(self, produced: tuple[str, ...], device: torch.device) -> Optional[torch.Tensor]:
-        """Flat column index taking ``produced`` order to schema order (``None`` when already in order)."""
-        perm = self._perm_cache.get(produced)
-        if perm is None and produced not in self._perm_cache:
+    def _layout_for(self, produced: tuple[str, ...], device: torch.device) -> "_Layout":
+        """How the features produced in ``produced`` order map to schema order and to the carried linear weights."""
+        layout = self._layout_cache.get(produced)
+        if layout is None:
             offsets, start = {}, 0
             for n in produced:
                 offsets[n] = start
-                start += self._dims[n]
+                start += self._widths[n]
             cols = [i for n in self.pooled_names for i in range(offsets[n], offsets[n] + self._dims[n])]
-            perm = None if cols == list(range(len(cols))) else torch.tensor(cols, dtype=torch.long, device=device)
-            self._perm_cache[produced] = perm
-        return perm
+            perm = None if cols == list(range(start)) else torch.tensor(cols, dtype=torch.long, device=device)
+            lin_cols = [i for n in self.linear_names
+                        for i in range(offsets[n] + self._dims[n], offsets[n] + self._dims[n] + LINEAR_DIM)]
+            lin = torch.tensor(lin_cols, dtype=torch.long, device=device) if lin_cols else None
+            interleaved = (produced == tuple(self.pooled_names) and self.uniform_dim is not None
+                           and set(self.linear_names) == set(self.pooled_names))
+            layout = self._layout_cache[produced] = _Layout(perm, lin, interleaved)
+        return layout
 
     def forward(self, features: KeyedJaggedTensor) -> SparseOutput:
         B = features.stride()
@@ -216,15 +287,22 @@ class SparseArch(nn.Module):
                 L = self.maxlen[n]
                 sequences[n] = jt.to_padded_dense(desired_length=L, padding_value=0.0)  # (B, L, D)
                 lengths[n] = jt.lengths().clamp(max=L)  # (B,)
+        linear: Optional[torch.Tensor] = None
         if parts:
-            flat = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (B, sum D)
-            perm = self._perm_for(tuple(produced), flat.device)
-            if perm is not None:
-                flat = flat.index_select(1, perm)  # (B, sum D) schema order
+            flat = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (B, W): W = sum D (+ carried columns)
+            layout = self._layout_for(tuple(produced), flat.device)
+            if layout.interleaved:  # every feature carried, in schema order: rows [e_f | w_f]
+                flat, linear = _SplitCarried.apply(flat, self.num_pooled, self.uniform_dim)
+            else:
+                if layout.lin is not None:
+                    # (B, 1): the carried features' column means, summed (LinearArch's arithmetic)
+                    linear = flat.index_select(1, layout.lin).sum(dim=1, keepdim=True) * (1.0 / LINEAR_DIM)
+                if layout.perm is not None:
+                    flat = flat.index_select(1, layout.perm)  # (B, sum D) schema order
         else:
             flat = torch.zeros(B, 0, device=features.device())
         pooled = flat.view(B, self.num_pooled, self.uniform_dim) if self.uniform_dim is not None else None  # (B, F, D)
-        return SparseOutput(pooled=pooled, pooled_flat=flat, sequences=sequences, seq_lengths=lengths)
+        return SparseOutput(pooled=pooled, pooled_flat=flat, sequences=sequences, seq_lengths=lengths, linear=linear)
 
 
 class LinearArch(nn.Module):
@@ -236,8 +314,11 @@ class LinearArch(nn.Module):
         table_prefix (str): prefix of the table names (distinct prefixes give distinct tables and initial weights).
         init_std (float | None): the dense weight starts from ``N(0, init_std ** 2)`` as in DeepCTR's ``Linear``
             (models pass their config's ``init_std``); ``None``: torch's default ``nn.Linear`` init.
+        shared (SparseArch | None): an arch carrying some of these features' weights in its embedding rows
+            (its ``linear_names``); they get no table here, and ``forward`` takes their sum as ``carried``.
 
-    Call: ``forward(dense: Tensor (B, n_dense), features: KeyedJaggedTensor) -> Tensor (B, 1)``.
+    Call: ``forward(dense: Tensor (B, n_dense), features: KeyedJaggedTensor, carried: Tensor (B, 1) | None)
+    -> Tensor (B, 1)``; ``carried`` is the shared arch's ``SparseOutput.linear`` (required when it carries any).
     Multi-valued features are pooled with their combiner (``max`` is taken as ``mean`` for the linear tables).
 
     FBGEMM's fused kernels need table widths divisible by 4, so each "dim-1" weight is stored as a width-4 row
@@ -250,10 +331,13 @@ class LinearArch(nn.Module):
     """
 
     def __init__(self, schema: FeatureSchema, feature_names: Iterable[str] | None = None,
-                 table_prefix: str = "linear__", init_std: Optional[float] = None) -> None:
+                 table_prefix: str = "linear__", init_std: Optional[float] = None,
+                 shared: Optional[SparseArch] = None) -> None:
         super().__init__()
         names = list(feature_names) if feature_names is not None else [f.name for f in schema.features]
-        sparse = [n for n in names if n in set(schema.sparse_names)]
+        carried = set(shared.linear_names) if shared is not None else set()
+        self.carried_names = [n for n in names if n in carried]
+        sparse = [n for n in names if n in set(schema.sparse_names) and n not in carried]
         dense = [n for n in names if n in set(schema.dense_names)]
         by_table: dict[str, list[SparseFeat | VarLenSparseFeat]] = {}
         for n in sparse:
@@ -282,9 +366,16 @@ class LinearArch(nn.Module):
         if self.dense_weight is not None and init_std is not None:
             nn.init.normal_(self.dense_weight.weight, mean=0.0, std=init_std)
 
-    def forward(self, dense: torch.Tensor, features: KeyedJaggedTensor) -> torch.Tensor:
+    def forward(self, dense: torch.Tensor, features: KeyedJaggedTensor,
+                carried: Optional[torch.Tensor] = None) -> torch.Tensor:
         B = dense.shape[0]  # a KJT with no keys has stride 0
-        logit = dense.new_zeros(B, 1)  # (B, 1)
+        if self.carried_names:
+            if carried is None:
+                raise RuntimeError(f"LinearArch: the weights of {self.carried_names} ride in the embedding rows; pass "
+                                   "the embedding arch's SparseOutput.linear as carried")
+            logit = carried  # (B, 1)
+        else:
+            logit = dense.new_zeros(B, 1)  # (B, 1)
         if self.ebc is not None:
             w = self.ebc(features).values()  # (B, F * 4)
             logit = logit + w.sum(dim=1, keepdim=True) * (1.0 / LINEAR_DIM)  # (B, 1): sum over F of the column means
@@ -298,22 +389,22 @@ def materialize(module: nn.Module, device: torch.device | str = "cpu", seed: int
     """Allocate and initialise the meta-built embedding tables of ``module`` on ``device`` (unsharded use).
 
     Only TorchRec embedding modules are built on ``meta`` (dense layers are ordinary CPU modules). Tables get
-    :func:`dist_ctr.sparse.init.table_init` with ``seed`` and each table's std (the model's ``init_std``, see
-    :func:`dist_ctr.sparse.init.table_init_stds`): the same weights the sharded engine starts from.
+    :func:`dist_ctr.sparse.init.table_init` with ``seed`` and each table's init (the model's ``init_std``, see
+    :func:`dist_ctr.sparse.init.table_inits`): the same weights the sharded engine starts from.
     """
     dev = torch.device(device)
-    stds = table_init_stds(module)
+    inits = table_inits(module)
     for m in module.modules():
         if isinstance(m, EmbeddingBagCollection) and any(p.is_meta for p in m.parameters()):
             m.to_empty(device=dev)
             with torch.no_grad():
                 for c in m.embedding_bag_configs():
                     m.embedding_bags[c.name].weight.copy_(
-                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings, stds[c.name]))
+                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings, *inits[c.name]))
         elif isinstance(m, EmbeddingCollection) and any(p.is_meta for p in m.parameters()):
             m.to_empty(device=dev)
             with torch.no_grad():
                 for c in m.embedding_configs():
                     m.embeddings[c.name].weight.copy_(
-                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings, stds[c.name]))
+                        table_init(seed, c.name, c.num_embeddings, c.embedding_dim, 0, c.num_embeddings, *inits[c.name]))
     return module.to(dev)

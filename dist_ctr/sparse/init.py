@@ -17,12 +17,12 @@ True
 from __future__ import annotations
 
 import hashlib
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
 
-__all__ = ["BLOCK_ROWS", "embedding_init_std", "table_init", "table_init_stds"]
+__all__ = ["BLOCK_ROWS", "ColumnTail", "TableInit", "embedding_init_std", "table_init", "table_inits"]
 
 BLOCK_ROWS = 65_536
 
@@ -41,15 +41,35 @@ def embedding_init_std(module: nn.Module) -> Optional[float]:
     return None
 
 
-def table_init_stds(module: nn.Module) -> dict[str, Optional[float]]:
-    """Per-table init std of every TorchRec table in ``module`` (unsharded): the model's ``init_std`` times the
-    collection's ``init_std_scale`` attribute (default 1; the linear parts' 4-wide tables, read as the mean of their
-    4 columns, use 2 so the scalar they hold is ``N(0, init_std ** 2)``). ``None`` values mean uniform init.
+class ColumnTail(NamedTuple):
+    """The last ``columns`` columns of a table, initialised as the table ``table`` of that width would be (a linear
+    part's weights carried in the embedding rows, see :class:`dist_ctr.sparse.SparseArch`)."""
+
+    table: str
+    columns: int
+    std: Optional[float]
+
+
+class TableInit(NamedTuple):
+    """How one table starts: ``N(0, std ** 2)`` (``None``: uniform) and an optional :class:`ColumnTail`."""
+
+    std: Optional[float]
+    tail: Optional[ColumnTail] = None
+
+
+def table_inits(module: nn.Module) -> dict[str, TableInit]:
+    """The :class:`TableInit` of every TorchRec table in ``module`` (unsharded).
+
+    The std is the model's ``init_std`` times the collection's ``init_std_scale`` attribute (default 1; the linear
+    parts' 4-wide tables, read as the mean of their 4 columns, use 2 so the scalar they hold is
+    ``N(0, init_std ** 2)``). A collection's ``column_tails`` attribute (table -> ``(tail table name, columns,
+    std scale)``) gives a table trailing columns drawn as that tail table, so a model that carries its linear
+    weights in its embedding rows starts from the weights of the model that keeps them apart.
     """
     from torchrec import EmbeddingBagCollection, EmbeddingCollection
 
     std = embedding_init_std(module)
-    out: dict[str, Optional[float]] = {}
+    out: dict[str, TableInit] = {}
     for m in module.modules():
         if isinstance(m, EmbeddingBagCollection):
             names = [c.name for c in m.embedding_bag_configs()]
@@ -58,17 +78,26 @@ def table_init_stds(module: nn.Module) -> dict[str, Optional[float]]:
         else:
             continue
         scale = float(getattr(m, "init_std_scale", 1.0))
+        tails: dict[str, tuple[str, int, float]] = getattr(m, "column_tails", {})
         for n in names:
-            out[n] = None if std is None else std * scale
+            tail = None
+            if n in tails:
+                tname, cols, tscale = tails[n]
+                tail = ColumnTail(tname, cols, None if std is None else std * tscale)
+            out[n] = TableInit(None if std is None else std * scale, tail)
     return out
 
 
 def table_init(seed: int, table: str, rows: int, dim: int, row_start: int, row_end: int,
-               std: Optional[float] = None) -> torch.Tensor:
+               std: Optional[float] = None, tail: Optional[ColumnTail] = None) -> torch.Tensor:
     """Rows ``[row_start, row_end)`` of table ``table``'s initial weights. Returns ``Tensor (R, dim)`` float32.
 
-    ``std``: draw ``N(0, std ** 2)``; ``None``: uniform ``±sqrt(1 / rows)``.
+    ``std``: draw ``N(0, std ** 2)``; ``None``: uniform ``±sqrt(1 / rows)``. ``tail``: the last ``tail.columns``
+    columns are rows of the table ``tail.table`` drawn with ``tail.std``.
     """
+    if tail is not None:
+        head = table_init(seed, table, rows, dim - tail.columns, row_start, row_end, std)
+        return torch.cat([head, table_init(seed, tail.table, rows, tail.columns, row_start, row_end, tail.std)], 1)
     bound = float((1.0 / rows) ** 0.5)
     out = torch.empty(max(0, row_end - row_start), dim)
     if row_end <= row_start:

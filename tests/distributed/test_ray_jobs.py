@@ -191,7 +191,7 @@ def test_stop_leaves_no_processes(head, job_dir):
         time.sleep(1)
     code, out, err = _cli("jobs", "stop", job_id, "--address", head)
     assert code == 0 and out.split() == [job_id, "STOPPED"], (out, err)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # Ray Train's placement-group cleaner exits last; slower on a loaded machine
     while (left := _pids_with(marker, "environ")) and time.monotonic() < deadline:
         time.sleep(1)
     assert not left, [Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in left if Path(f"/proc/{p}").exists()]

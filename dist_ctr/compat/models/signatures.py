@@ -99,6 +99,8 @@ WRAPPER_DEFAULTS: dict[str, Any] = {
 DEEPCTR_DEFAULTS: dict[str, dict[str, Any]] = {"DIEN": {"use_negsampling": False}}
 # DeepCTR-Torch arguments that are required (no default) besides the column lists.
 REQUIRED = {"history_feature_list"}
+# Config fields that are layout choices of this library, never positional (DeepCTR has no such argument).
+KEYWORD_ONLY = {"linear_in_embedding_tables"}
 # Column lists that default to None (MLR's optional learners).
 OPTIONAL_COLUMNS = {"base_feature_columns", "bias_feature_columns"}
 
@@ -135,7 +137,8 @@ def derived_args(config_cls: type) -> list[str]:
     """DeepCTR-style positional order for a model DeepCTR-Torch does not have."""
     fields = [f.name for f in dataclasses.fields(config_cls)]
     multitask = "task_types" in fields
-    body = [f for f in fields if not f.endswith("_feature_names") and f not in ("task_types", "task_names")]
+    body = [f for f in fields if not f.endswith("_feature_names") and f not in ("task_types", "task_names")
+            and f not in KEYWORD_ONLY]
     if "init_std" in body:
         body.insert(body.index("init_std") + 1, "seed")
     else:
