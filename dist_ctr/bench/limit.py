@@ -52,7 +52,7 @@ class ModelLookups(CTRModel):
                 out = m(sparse)
                 logit = logit + out.pooled_flat.sum(1, keepdim=True) * self.scale
                 if out.linear is not None:  # the linear weights carried in the embedding rows
-                    logit = logit + out.linear
+                    logit = logit + out.linear.sum(dim=(1, 2)).unsqueeze(1)
                 for seq in out.sequences.values():
                     logit = logit + seq.sum(dim=(1, 2)).unsqueeze(1) * self.scale  # (B, 1)
         return logit

@@ -58,7 +58,7 @@ class FieldModel(CTRModel):
         self.dense_cols = DenseColumns(self.schema, self.dense_names)
         self.linear: Optional[LinearArch] = linear_part(self, names, l2_reg_linear, shared=self.embedding) \
             if has_linear else None
-        self._carried: Optional[torch.Tensor] = None  # this forward's SparseOutput.linear, from embed()
+        self._carried: Optional[torch.Tensor] = None  # this forward's SparseOutput.linear (B, F_c, 4), from embed()
         self.out = TaskOutput(self.num_tasks)
 
     @property
@@ -70,7 +70,7 @@ class FieldModel(CTRModel):
         """Pooled embeddings ``Tensor (B, F, D)`` with their L2 recorded. Needs equal dims."""
         assert self.embedding is not None, "embed() needs build_fields(build_embedding=True)"
         out = self.embedding(sparse)
-        self._carried = out.linear  # (B, 1) or None
+        self._carried = out.linear  # (B, F_c, 4) or None
         emb = out.pooled  # (B, F, D)
         assert emb is not None, "embed() needs equal embedding dims (build_fields(equal_dims=True))"
         self.add_embedding_l2(l2_reg_embedding, emb)

@@ -17,6 +17,7 @@ from dist_ctr.models.heads import dnn_tower, logit_layer, make_dnn
 from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.schema import FeatureSchema
+from dist_ctr.sparse import SparseArch
 
 __all__ = ["DIFM", "DIFMConfig", "IFM", "IFMConfig"]
 
@@ -39,7 +40,9 @@ class DIFMConfig(IFMConfig):
 class _InputAwareFM(FieldModel):
     """Shared part of IFM / DIFM: ``logit = sum_f m_f w_f[id_f] + w_dense . x + FM(m * e)`` for an input-aware
     factor ``m (B, F)`` given by :meth:`factor`. The refined linear weights are the deep sparse features' own
-    dim-1 tables; ``linear_feature_names`` may add dense features and must not name other sparse ones."""
+    dim-1 tables; ``linear_feature_names`` may add dense features and must not name other sparse ones. Under
+    ``linear_in_embedding_tables`` they ride in the embedding rows when every deep sparse feature can carry its
+    weight there (pooled tables, fields in table order; see :class:`dist_ctr.sparse.SparseArch`)."""
 
     def _build(self, name: str, config: IFMConfig) -> None:
         if not config.dnn_hidden_units:
@@ -51,7 +54,12 @@ class _InputAwareFM(FieldModel):
         if extra:
             raise ValueError(f"{name}: linear sparse feature(s) {extra} are not deep sparse features; the refined "
                              "linear part re-weights the deep sparse features only")
-        self.linear_weights = FeatureWeights(self.schema, self.sparse_names, 1, "linear__")
+        if config.linear_in_embedding_tables:
+            arch = SparseArch(self.schema, self.sparse_names, linear_features=self.sparse_names)
+            if arch.linear_names == self.sparse_names:
+                self.embedding = arch
+        carried = self.embedding is not None and bool(self.embedding.linear_names)
+        self.linear_weights = None if carried else FeatureWeights(self.schema, self.sparse_names, 1, "linear__")
         self.linear = linear_part(self, lin_dense, config.l2_reg_linear)
         self.fm = FM()
 
@@ -62,7 +70,10 @@ class _InputAwareFM(FieldModel):
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)
         m = self.factor(emb)  # (B, F)
-        w = self.linear_weights(sparse).squeeze(-1)  # (B, F)
+        if self.linear_weights is None:  # carried in the embedding rows: (B, F, 4) -> their means
+            w, self._carried = self._carried.mean(dim=-1), None  # type: ignore[union-attr]
+        else:
+            w = self.linear_weights(sparse).squeeze(-1)  # (B, F)
         self.add_embedding_l2(self.config.l2_reg_linear, w)
         logit = (w * m).sum(dim=1, keepdim=True) + self.linear(dense, sparse)  # (B, 1)
         logit = logit + self.fm(emb * m.unsqueeze(-1))  # (B, 1)

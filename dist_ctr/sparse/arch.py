@@ -64,8 +64,9 @@ class SparseOutput:
         pooled_flat (Tensor): ``(B, sum_f D_f)`` the same values, concatenated in schema order.
         sequences (dict[str, Tensor]): sequence feature -> ``(B, L, D)``, zero beyond each row's length.
         seq_lengths (dict[str, Tensor]): sequence feature -> ``(B,)`` int lengths (``<= L``).
-        linear (Tensor | None): ``(B, 1)`` the linear weights carried in the embedding rows
-            (``linear_features``), summed over those features; ``None`` when the arch carries none.
+        linear (Tensor | None): ``(B, F_c, LINEAR_DIM)`` the linear weights carried in the embedding rows, in
+            ``SparseArch.linear_names`` order (each weight is the mean of its ``LINEAR_DIM`` columns); ``None`` when
+            the arch carries none.
     """
 
     pooled: Optional[torch.Tensor]
@@ -122,8 +123,8 @@ class _Layout(NamedTuple):
 
 
 class _SplitCarried(torch.autograd.Function):
-    """Rows ``[e_f | w_f]`` ``(B, F * (D + LINEAR_DIM))`` -> embeddings ``(B, F * D)`` and the carried linear logit
-    ``sum_f mean(w_f)`` ``(B, 1)``; the backward writes the rows' gradient in one pass."""
+    """Rows ``[e_f | w_f]`` ``(B, F * (D + LINEAR_DIM))`` -> embeddings ``(B, F * D)`` and carried linear columns
+    ``(B, F, LINEAR_DIM)``, both contiguous; the backward writes the rows' gradient in one pass."""
 
     @staticmethod
     def forward(ctx: Any, flat: torch.Tensor, F: int, D: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,16 +132,13 @@ class _SplitCarried(torch.autograd.Function):
         rows = flat.view(B, F, D + LINEAR_DIM)
         ctx.shape = (F, D)
         emb = rows[:, :, :D].reshape(B, F * D)  # (B, F * D)
-        # (B, 1); summed as LinearArch sums its (B, F * LINEAR_DIM) output, so the two agree bit for bit
-        linear = rows[:, :, D:].reshape(B, F * LINEAR_DIM).sum(dim=1, keepdim=True) * (1.0 / LINEAR_DIM)
-        return emb, linear
+        return emb, rows[:, :, D:].contiguous()  # (B, F, LINEAR_DIM)
 
     @staticmethod
     def backward(ctx: Any, g_emb: torch.Tensor, g_linear: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         F, D = ctx.shape
         B = g_emb.shape[0]
-        g_w = (g_linear * (1.0 / LINEAR_DIM)).view(B, 1, 1).expand(B, F, LINEAR_DIM)  # (B, F, LINEAR_DIM)
-        return torch.cat([g_emb.view(B, F, D), g_w], dim=2).view(B, F * (D + LINEAR_DIM)), None, None
+        return torch.cat([g_emb.view(B, F, D), g_linear], dim=2).view(B, F * (D + LINEAR_DIM)), None, None
 
 
 class SparseArch(nn.Module):
@@ -295,8 +293,7 @@ class SparseArch(nn.Module):
                 flat, linear = _SplitCarried.apply(flat, self.num_pooled, self.uniform_dim)
             else:
                 if layout.lin is not None:
-                    # (B, 1): the carried features' column means, summed (LinearArch's arithmetic)
-                    linear = flat.index_select(1, layout.lin).sum(dim=1, keepdim=True) * (1.0 / LINEAR_DIM)
+                    linear = flat.index_select(1, layout.lin).view(B, -1, LINEAR_DIM)  # (B, F_c, LINEAR_DIM)
                 if layout.perm is not None:
                     flat = flat.index_select(1, layout.perm)  # (B, sum D) schema order
         else:
@@ -315,9 +312,9 @@ class LinearArch(nn.Module):
         init_std (float | None): the dense weight starts from ``N(0, init_std ** 2)`` as in DeepCTR's ``Linear``
             (models pass their config's ``init_std``); ``None``: torch's default ``nn.Linear`` init.
         shared (SparseArch | None): an arch carrying some of these features' weights in its embedding rows
-            (its ``linear_names``); they get no table here, and ``forward`` takes their sum as ``carried``.
+            (its ``linear_names``); they get no table here, and ``forward`` takes them as ``carried``.
 
-    Call: ``forward(dense: Tensor (B, n_dense), features: KeyedJaggedTensor, carried: Tensor (B, 1) | None)
+    Call: ``forward(dense: Tensor (B, n_dense), features: KeyedJaggedTensor, carried: Tensor (B, F_c, 4) | None)
     -> Tensor (B, 1)``; ``carried`` is the shared arch's ``SparseOutput.linear`` (required when it carries any).
     Multi-valued features are pooled with their combiner (``max`` is taken as ``mean`` for the linear tables).
 
@@ -373,7 +370,8 @@ class LinearArch(nn.Module):
             if carried is None:
                 raise RuntimeError(f"LinearArch: the weights of {self.carried_names} ride in the embedding rows; pass "
                                    "the embedding arch's SparseOutput.linear as carried")
-            logit = carried  # (B, 1)
+            # (B, 1): summed as this arch sums its own tables' (B, F * 4) output
+            logit = carried.reshape(B, -1).sum(dim=1, keepdim=True) * (1.0 / LINEAR_DIM)
         else:
             logit = dense.new_zeros(B, 1)  # (B, 1)
         if self.ebc is not None:

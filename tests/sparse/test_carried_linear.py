@@ -23,10 +23,10 @@ from dist_ctr.sparse.arch import LINEAR_DIM
 from dist_ctr.train.engine import Trainer
 from tests.distributed.equivalence_jobs import global_batches
 
-# Every model whose linear part can ride in its deep embedding arch (ONN embeds per field pair; IFM / DIFM and
-# MLR keep per-feature linear learners of their own).
+# Every model whose linear part can ride in its deep embedding arch (ONN embeds per field pair; MLR keeps
+# per-feature linear learners of its own). IFM / DIFM carry their per-feature refined linear weights.
 CARRYING = ("DeepFM", "WDL", "DCN", "DCNMix", "xDeepFM", "NFM", "AFM", "AutoInt", "CCPM", "AFN", "FiBiNET", "FwFM",
-            "FGCNN", "FLEN")
+            "FGCNN", "FLEN", "IFM", "DIFM")
 
 
 def schema() -> FeatureSchema:
