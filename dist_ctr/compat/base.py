@@ -58,6 +58,7 @@ from dist_ctr.config import DenseOptimConfig, SparseOptimConfig
 from dist_ctr.distributed.env import DistEnv, init_process_group
 from dist_ctr.distributed.model_parallel import ELEMENTWISE_SPARSE
 from dist_ctr.schema import FeatureSchema
+from dist_ctr.sparse.init import table_inits
 from dist_ctr.train import checkpoint as ckpt
 from dist_ctr.train.engine import Trainer
 
@@ -302,6 +303,8 @@ class CompatModel:
             self.model = build_model(self.model_name, self.schema, self.config)
         split = old is not None and bool(carried) and sparse.name not in ELEMENTWISE_SPARSE
         if split:  # a row-wise optimizer keeps state per row: the linear weights go back to tables of their own
+            tails = {n: i.tail for n, i in table_inits(build_model(self.model_name, self.schema, self.config)).items()
+                     if i.tail is not None}
             self.config = dataclasses.replace(self.config, linear_in_embedding_tables=False)
         if old is not None:  # re-compile: the embeddings were sharded in place, so rebuild and carry the weights
             torch.manual_seed(self.seed)
@@ -310,7 +313,7 @@ class CompatModel:
                           batch_size=256, seed=self.seed, task_names=self.task_names,
                           loss_reduction=self.loss_reduction, precision=self.precision)
         if split:
-            copy_splitting_carried(old.dmp, trainer.dmp)  # type: ignore[union-attr]
+            copy_splitting_carried(old.dmp, trainer.dmp, tails)  # type: ignore[union-attr]
         elif old is not None:
             with tempfile.TemporaryDirectory(prefix="dist_ctr_recompile_") as tmp:
                 ckpt.save_checkpoint(tmp, 0, 0, {"model": old.dmp.state_dict()}, None, {})

@@ -161,8 +161,8 @@ def test_mlr_probability_is_the_region_mixture_of_sigmoids():
     schema = _schema()
     model = materialize(build_model("MLR", schema, {"region_num": 3}), seed=0).eval()
     dense, kjt = _batch(5, schema.n_dense)
-    region, _ = model.region(dense, kjt)
-    base, _ = model.base(dense, kjt)
+    region, _, _ = model.region(dense, kjt)
+    base, _, _ = model.base(dense, kjt)
     want = (torch.softmax(region, -1) * torch.sigmoid(base)).sum(-1, keepdim=True)
     torch.testing.assert_close(torch.sigmoid(model(dense, kjt)), want)
     # distinct tables per learner group: regions start different

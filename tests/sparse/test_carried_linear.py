@@ -93,6 +93,20 @@ def test_partly_carried_trains_the_same_model(env, name):
         torch.testing.assert_close(z_c, z_a, rtol=1e-5, atol=1e-6)
 
 
+def test_mlr_base_learners_ride_in_the_region_rows(env):
+    """MLR: one lookup per id serves the region and the base learners; same steps bit for bit."""
+    apart, carried = _trainer(env, "MLR", False), _trainer(env, "MLR", True)
+    tables = [k.split(".")[-2] for k in carried.dmp.state_dict() if ".embedding_bags." in k and k.endswith(".weight")]
+    assert tables and not any(t.startswith("mlr_base__") for t in tables)
+    batches = global_batches(schema(), 6, 32, seed=3)
+    for b in batches[:5]:
+        l_a, z_a = apart.train_step(b)
+        l_c, z_c = carried.train_step(b)
+        assert torch.equal(z_c, z_a)
+        torch.testing.assert_close(l_c, l_a, rtol=1e-6, atol=0)  # L2 summed over a strided view: last bits
+    assert torch.equal(carried.predict(batches[5:]), apart.predict(batches[5:]))
+
+
 def test_row_wise_adagrad_refuses_carried_rows(env):
     with pytest.raises(ValueError, match="linear_in_embedding_tables.*rowwise_adagrad"):
         _trainer(env, "DeepFM", True, sparse="rowwise_adagrad")
@@ -112,17 +126,21 @@ def test_only_tables_both_parts_read_through_the_same_features_carry():
     assert widths == {"u": 8 + LINEAR_DIM, "i": 8 + LINEAR_DIM, "c": 8}
 
 
-def test_facade_carries_under_adagrad_and_splits_for_row_wise():
+@pytest.mark.parametrize("name", ["DeepFM", "MLR"])
+def test_facade_carries_under_adagrad_and_splits_for_row_wise(name):
     """compile("adagrad") picks the carried layout; a re-compile with row-wise Adagrad moves the weights back to
     tables of their own and predicts exactly as before."""
+    from dist_ctr.compat import models
     from dist_ctr.compat.inputs import DenseFeat as CDense, SparseFeat as CSparse
-    from dist_ctr.compat.models import DeepFM
 
     rng = np.random.default_rng(0)
     cols = [CSparse("a", 20, embedding_dim=4), CSparse("b", 15, embedding_dim=4), CDense("x", 1)]
     x = {"a": rng.integers(0, 20, 500), "b": rng.integers(0, 15, 500), "x": rng.normal(size=500).astype("float32")}
     y = ((x["a"] % 3 == 0) ^ (x["b"] % 2 == 0)).astype("float32")
-    m = DeepFM(cols, cols, dnn_hidden_units=(8,), init_std=0.05)
+    if name == "DeepFM":
+        m = models.DeepFM(cols, cols, dnn_hidden_units=(8,), init_std=0.05)
+    else:
+        m = models.MLR(cols, init_std=0.05)
     m.compile("adagrad", "binary_crossentropy")
     assert m.config.linear_in_embedding_tables
     m.fit(x, y, batch_size=100, epochs=1, verbose=0)
