@@ -33,7 +33,7 @@ from dist_ctr.models.base import CTRModel
 from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.heads import TaskOutput, logit_layer, make_dnn
-from dist_ctr.models.inputs import DeepInputs, carried_linear, linear_part
+from dist_ctr.models.inputs import DeepInputs, carried_linear, deep_with_linear, linear_part
 from dist_ctr.schema import FeatureSchema
 
 __all__ = ["DCN", "DCNConfig", "DCNMix", "DCNMixConfig"]
@@ -122,10 +122,7 @@ class CrossDeep(CTRModel):
         self.out = TaskOutput(self.num_tasks, shared=True)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        emb, x0 = self.inputs(dense, sparse)  # x0: (B, N)
-        logit = self.linear(dense, sparse, emb.linear if emb is not None else None)  # (B, 1)
-        if emb is not None:
-            self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
+        _, x0, logit = deep_with_linear(self, self.inputs, self.linear, self.config.l2_reg_embedding, dense, sparse)
         towers = []
         if self.dnn is not None:
             towers.append(self.dnn(x0))  # (B, H)

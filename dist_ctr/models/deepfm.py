@@ -28,7 +28,7 @@ from dist_ctr.models.base import CTRModel
 from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.heads import TaskOutput, dnn_tower
-from dist_ctr.models.inputs import DeepInputs, carried_linear, linear_part
+from dist_ctr.models.inputs import DeepInputs, carried_linear, deep_with_linear, linear_part
 from dist_ctr.schema import FeatureSchema
 
 __all__ = ["DeepFM", "DeepFMConfig"]
@@ -75,12 +75,9 @@ class DeepFM(CTRModel):
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         if self.inputs is None:
             return self.out(self.linear(dense, sparse))  # (B, T)
-        emb, x = self.inputs(dense, sparse)  # x: (B, N)
-        logit = self.linear(dense, sparse, emb.linear if emb is not None else None)  # (B, 1)
-        if emb is not None:
-            self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
-            if self.use_fm:
-                logit = logit + self.fm(emb.pooled)  # (B, F, D) -> (B, 1)
+        emb, x, logit = deep_with_linear(self, self.inputs, self.linear, self.config.l2_reg_embedding, dense, sparse)
+        if emb is not None and self.use_fm:
+            logit = logit + self.fm(emb.pooled)  # (B, F, D) -> (B, 1)
         if self.dnn is not None:
             logit = logit + self.dnn_linear(self.dnn(x))  # (B, T)
         return self.out(logit)  # (B, T)

@@ -68,6 +68,18 @@ def linear_part(model: "CTRModel", names: Optional[Iterable[str]], l2_reg_linear
     return arch
 
 
+def deep_with_linear(model: "CTRModel", inputs: "DeepInputs", linear: LinearArch, l2_reg_embedding: float,
+                     dense: torch.Tensor, sparse: KeyedJaggedTensor
+                     ) -> tuple[Optional[SparseOutput], torch.Tensor, torch.Tensor]:
+    """The wide-and-deep models' shared start: the DNN input, the linear logit (with the weights the embedding
+    rows carry) and the L2 on the looked-up embeddings. Returns ``(emb, x (B, N), logit (B, 1))``."""
+    emb, x = inputs(dense, sparse)
+    logit = linear(dense, sparse, emb.linear if emb is not None else None)  # (B, 1)
+    if emb is not None:
+        model.add_embedding_l2(l2_reg_embedding, emb.pooled_flat)
+    return emb, x, logit
+
+
 def carried_linear(schema: FeatureSchema, config: object) -> list[str]:
     """The linear part's features to offer the deep embedding arch (``SparseArch(linear_features=...)``): all of
     ``config.linear_feature_names`` when ``config.linear_in_embedding_tables`` is set, else none."""
@@ -205,7 +217,8 @@ class DeepInputs(nn.Module):
         names = check_feature_names(schema, feature_names, "dnn_feature_names")
         sparse_set, dense_set = set(schema.sparse_names), set(schema.dense_names)
         sparse = [n for n in names if n in sparse_set]
-        self.sparse: Optional[SparseArch] = SparseArch(schema, sparse, linear_features=linear_features) if sparse else None
+        self.sparse: Optional[SparseArch] = (SparseArch(schema, sparse, linear_features=linear_features)
+                                             if sparse else None)
         self.sparse_names = sparse
         self.dense_cols = DenseColumns(schema, [n for n in names if n in dense_set])
         self.dense_dim = self.dense_cols.width

@@ -30,7 +30,7 @@ from dist_ctr.models.base import CTRModel
 from dist_ctr.models.config_blocks import WideDeepArgs
 from dist_ctr.models.registry import register_model
 from dist_ctr.models.heads import TaskOutput, dnn_tower
-from dist_ctr.models.inputs import DeepInputs, carried_linear, linear_part
+from dist_ctr.models.inputs import DeepInputs, carried_linear, deep_with_linear, linear_part
 from dist_ctr.schema import FeatureSchema
 
 __all__ = ["xDeepFM", "xDeepFMConfig"]
@@ -84,12 +84,9 @@ class xDeepFM(CTRModel):  # noqa: N801 (DeepCTR's name)
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         if self.inputs is None:
             return self.out(self.linear(dense, sparse))  # (B, T)
-        emb, x = self.inputs(dense, sparse)  # x: (B, N)
-        logit = self.linear(dense, sparse, emb.linear if emb is not None else None)  # (B, 1)
-        if emb is not None:
-            self.add_embedding_l2(self.config.l2_reg_embedding, emb.pooled_flat)
-            if self.cin is not None:
-                logit = logit + self.cin_linear(self.cin(emb.pooled))  # (B, F, D) -> (B, T)
+        emb, x, logit = deep_with_linear(self, self.inputs, self.linear, self.config.l2_reg_embedding, dense, sparse)
+        if emb is not None and self.cin is not None:
+            logit = logit + self.cin_linear(self.cin(emb.pooled))  # (B, F, D) -> (B, T)
         if self.dnn is not None:
             logit = logit + self.dnn_linear(self.dnn(x))  # (B, T)
         return self.out(logit)  # (B, T)
