@@ -65,6 +65,9 @@ class FieldConv2d(nn.Conv2d):
     ``zero_bias=True`` starts it at 0, as Keras's ``Conv2D`` in DeepCTR (FGCNN). With embeddings at ``init_std``
     1e-4 the bias is what the tanh sees at first, so it changes how training starts.
 
+    With more than one input channel the convolution runs in channels-last memory format (the same values; its
+    output is channels-last too).
+
     Call: ``forward(x: Tensor (B, C_in, F, D)) -> Tensor (B, C_out, F, D)``.
     """
 
@@ -76,6 +79,8 @@ class FieldConv2d(nn.Conv2d):
         self.pad = (0, 0, (width - 1) // 2, width - 1 - (width - 1) // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_channels > 1:  # oneDNN's channels-last kernels run these thin convolutions about twice as fast
+            x = x.contiguous(memory_format=torch.channels_last)
         return super().forward(F.pad(x, self.pad))
 
 

@@ -16,6 +16,8 @@ Pure torch; DeepCTR-Torch's constructor names without ``seed`` / ``device``.
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -141,11 +143,63 @@ class SENETLayer(nn.Module):
         return inputs * a.unsqueeze(2)
 
 
+class _ExpBatchNorm(torch.autograd.Function):
+    """``BN(exp(x W + b))`` with batch statistics per channel, forward and backward written out.
+
+    ``x (B C, K)`` holds ``B`` rows of ``C`` channels (row ``b C + c``); ``W (K, N)``, ``b (N,)``; the batch norm
+    normalises channel ``c`` over its ``B N`` values (``BatchNorm1d(C)`` on ``(B, C, N)``, training mode) with
+    ``gamma, beta (C,)``. Returns ``(out (B, C N), mean (C,), var (C,))``, ``var`` biased; the statistics carry no
+    gradient.
+
+    The exponential is taken in place on the GEMM's output, the statistics are two-pass (mean, then the centred
+    squares), the normalised output is written over the centred values, and the backward reads only the saved
+    ``exp`` output: a handful of passes over the ``(B, C N)`` tensor instead of the separate ``add``, ``exp``,
+    batch-norm and ``exp``-backward kernels.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor,
+                beta: torch.Tensor, eps: float, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        C, N = channels, weight.shape[1]
+        B = x.shape[0] // C
+        y = torch.addmm(bias, x, weight).exp_().view(B, C * N)  # (B, C N)
+        mean = y.sum(0).view(C, N).sum(1) / (B * N)  # (C,)
+        centred = y - mean.repeat_interleave(N)  # (B, C N)
+        var = centred.square().sum(0).view(C, N).sum(1) / (B * N)  # (C,)
+        rstd = torch.rsqrt(var + eps)
+        out = torch.addcmul(beta.repeat_interleave(N), centred, (gamma * rstd).repeat_interleave(N), out=centred)
+        ctx.save_for_backward(x, weight, y, mean, rstd, gamma)
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _grad_mean: Any, _grad_var: Any) -> tuple[Optional[torch.Tensor], ...]:
+        x, weight, y, mean, rstd, gamma = ctx.saved_tensors
+        C, N = gamma.shape[0], weight.shape[1]
+        M = y.shape[0] * N  # values per channel
+        grad = grad.contiguous()
+        sum_g = grad.sum(0).view(C, N).sum(1)  # (C,) = d beta
+        gy = grad * y  # (B, C N)
+        d_gamma = rstd * (gy.sum(0).view(C, N).sum(1) - mean * sum_g)  # (C,) = sum grad * xhat
+        scale = gamma * rstd
+        # d out / d y = scale grad + k1 y + k0 per channel; d y / d z = y
+        k1 = -scale * rstd * d_gamma / M
+        k0 = -scale * sum_g / M - mean * k1
+        dz = torch.addcmul(k0.repeat_interleave(N), y, k1.repeat_interleave(N)).mul_(y)
+        dz = dz.addcmul_(gy, scale.repeat_interleave(N)).view(-1, N)  # (B C, N)
+        gx = dz @ weight.t() if ctx.needs_input_grad[0] else None
+        gw = x.t() @ dz if ctx.needs_input_grad[1] else None
+        gb = dz.sum(0) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb, d_gamma, sum_g, None, None
+
+
 class LogTransformLayer(nn.Module):
     """AFN's logarithmic transformation layer (Cheng et al., "Adaptive Factorization Network: Learning
     Adaptive-Order Feature Interactions", AAAI 2020): neuron ``n`` computes ``prod_f |e_f| ** w_fn`` per dim.
 
     ``y = BN_2(exp(BN_1(log max(|e|, 1e-7))^T W + b))`` with ``W (F, N)``, batch norms over the ``D`` channels.
+    In training mode (batch statistics) ``BN_2(exp(. W + b))`` runs as one fused autograd function; it updates
+    ``bn[1]``'s running statistics as ``BatchNorm1d`` does.
 
     Args:
         field_size (int): ``F``.
@@ -166,6 +220,25 @@ class LogTransformLayer(nn.Module):
         _check_3d(inputs, "LogTransformLayer")
         x = torch.clamp(inputs.abs(), min=1e-7).transpose(1, 2)  # (B, D, F)
         y = self.bn[0](torch.log(x))  # (B, D, F)
-        y = torch.exp(y @ self.ltl_weights + self.ltl_biases)  # (B, D, N)
-        y = self.bn[1](y)  # (B, D, N)
-        return y.flatten(start_dim=1)  # (B, D * N)
+        bn = self.bn[1]
+        if not (bn.training or bn.running_mean is None) or y.shape[0] * self.ltl_weights.shape[1] < 2:
+            y = torch.exp(y @ self.ltl_weights + self.ltl_biases)  # (B, D, N)
+            return bn(y).flatten(start_dim=1)  # (B, D * N)
+        B, D = y.shape[0], y.shape[1]
+        out, mean, var = _ExpBatchNorm.apply(y.reshape(B * D, -1), self.ltl_weights, self.ltl_biases.view(-1),
+                                             bn.weight, bn.bias, bn.eps, D)
+        _update_running_stats(bn, mean, var, B * self.ltl_weights.shape[1])
+        return out  # (B, D * N)
+
+
+def _update_running_stats(bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+    """``BatchNorm1d``'s running-statistics update in training mode from batch ``mean`` / biased ``var`` over ``n``
+    values per channel (the running variance takes the unbiased estimate)."""
+    if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
+        return
+    with torch.no_grad():
+        assert bn.num_batches_tracked is not None
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+        bn.running_var.mul_(1.0 - factor).add_(var * (n / max(n - 1, 1)), alpha=factor)

@@ -66,11 +66,23 @@ class ParallelLinear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: Tensor (B, N) | (B, K, N) -> Tensor (B, K, H)``.
+
+        A 2-d input is one GEMM ``(B, N) x (N, K H)``; the result is contiguous. A 3-d input is one batched GEMM
+        over ``K`` in ``(K, B, N)`` order (a transposed view, no copy) and the result is the ``(B, K, H)``
+        transposed view of a contiguous ``(K, B, H)`` tensor, which the next layer reads without a copy.
+        """
+        K, N, H = self.num_parallel, self.in_features, self.out_features
         if x.dim() == 2:
-            y = torch.einsum("bn,knh->bkh", x, self.weight)  # (B, K, H)
+            w = self.weight.permute(1, 0, 2).reshape(N, K * H)  # (N, K H), member-major columns
+            y = torch.addmm(self.bias.view(K * H), x, w) if self.bias is not None else x @ w  # (B, K H)
+            return y.view(x.shape[0], K, H)
+        xt = x.transpose(0, 1)  # (K, B, N)
+        if self.bias is not None:
+            y = torch.baddbmm(self.bias.unsqueeze(1), xt, self.weight)  # (K, B, H)
         else:
-            y = torch.einsum("bkn,knh->bkh", x, self.weight)  # (B, K, H)
-        return y + self.bias if self.bias is not None else y
+            y = torch.bmm(xt, self.weight)  # (K, B, H)
+        return y.transpose(0, 1)  # (B, K, H)
 
 
 class ParallelDNN(nn.Module):
@@ -102,17 +114,28 @@ class ParallelDNN(nn.Module):
         self.bns = nn.ModuleList(nn.BatchNorm1d(num_parallel * d) for d in dims[1:]) if use_bn else None
         self.acts = nn.ModuleList(activation_layer(activation, num_parallel * d) for d in dims[1:])
         self.dropout = nn.Dropout(dropout_rate)
+        # Per-element activations can run on a layer's output in whatever memory order it has.
+        self._elementwise_acts = all(_is_elementwise(a) for a in self.acts)
 
     def weights(self) -> list[torch.Tensor]:
         """Weight tensors (targets of ``l2_reg_dnn``)."""
         return [lin.weight for lin in self.linears]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: Tensor (B, N) | (B, K, N) -> Tensor (B, K, H)`` (after hidden layers, a transposed view of a
+        contiguous ``(K, B, H)`` tensor when every step is per element)."""
         B, K = x.shape[0], self.num_parallel
         if not len(self.linears):
             return x.unsqueeze(1).expand(B, K, x.shape[-1]) if x.dim() == 2 else x  # (B, K, N)
+        # Batch norm, Dice and an active dropout (whose mask follows the logical (B, K H) order) see the
+        # (B, K H) matrix; otherwise the activation runs on the layer's output as it lies in memory.
+        per_element = (self.bns is None and self._elementwise_acts
+                       and (self.dropout.p == 0.0 or not self.training))
         for i, lin in enumerate(self.linears):
             y = lin(x)  # (B, K, H_i)
+            if per_element:
+                x = self.acts[i](y)  # (B, K, H_i), same strides as y
+                continue
             flat = y.reshape(B, -1)  # (B, K * H_i)
             if self.bns is not None:
                 flat = self.bns[i](flat)
@@ -149,5 +172,31 @@ class Gates(nn.Module):
 
 
 def mix_experts(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """Gated mixtures ``sum_k g[b, i, k] * e[b, k, :]``: ``Tensor (B, G, K), Tensor (B, K, H) -> Tensor (B, G, H)``."""
-    return torch.bmm(gates, experts)
+    """Gated mixtures of experts shared by all gates, or of each gate's own experts.
+
+    - ``gates: Tensor (B, G, K), experts: Tensor (B, K, H) -> Tensor (B, G, H)``:
+      ``out[b, i] = sum_k gates[b, i, k] * experts[b, k]``;
+    - ``gates: Tensor (B, G, K), experts: Tensor (B, G, K, H) -> Tensor (B, G, H)``:
+      ``out[b, i] = sum_k gates[b, i, k] * experts[b, i, k]``.
+
+    Shared experts with ``G >= 2`` and ``K >= 2`` are one batched matmul. When ``G`` or ``K`` is 1 (or the experts
+    are per gate) the batched matmul or its backward would be a batch of rank-1 outer products, so the mixture is a
+    broadcast multiply and a sum over ``K``.
+    """
+    G, K = gates.shape[1], gates.shape[2]
+    if experts.dim() == 4:  # (B, G, K, H)
+        if K == 1:
+            return gates * experts.squeeze(2)  # (B, G, 1) * (B, G, H)
+        return (gates.unsqueeze(-1) * experts).sum(2)  # (B, G, K, 1) * (B, G, K, H) -> (B, G, H)
+    if K == 1:
+        return gates * experts  # (B, G, 1) * (B, 1, H)
+    if G == 1:
+        return (gates.transpose(1, 2) * experts).sum(1, keepdim=True)  # (B, K, 1) * (B, K, H) -> (B, 1, H)
+    return torch.bmm(gates, experts)  # (B, G, K) x (B, K, H)
+
+
+def _is_elementwise(act: nn.Module) -> bool:
+    """Whether ``act`` maps each element on its own, with no per-channel parameters."""
+    if isinstance(act, nn.PReLU):
+        return act.num_parameters == 1
+    return isinstance(act, (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity, nn.LeakyReLU, nn.GELU, nn.SiLU))

@@ -116,6 +116,46 @@ class AGRUCell(_GateCell):
         return gate_step("AGRU", F.linear(x, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh, att)
 
 
+class _PackedInputGates(torch.autograd.Function):
+    """The input gate pre-activations ``x W_ih^T + b_ih`` of the valid positions only, packed.
+
+    ``apply(inputs: Tensor (B, L, N), order: Tensor (B,), sorted_pos: Tensor (P,), pos: Tensor (P,),
+    weight: Tensor (G H, N), bias: Tensor (G H,) | None) -> Tensor (P, G H)``. ``order`` sorts the rows;
+    packed position ``p`` is sorted row ``i`` at step ``t``, ``sorted_pos[p] = i * L + t`` and
+    ``pos[p] = order[i] * L + t`` (its place in the unsorted ``inputs``).
+
+    The forward runs one GEMM over all ``B * L`` positions of the sorted rows, so each valid row's gates are
+    bitwise those of ``F.linear`` over the sorted padded batch (a BLAS GEMM's rounding can depend on its row count
+    and a row's place in it), then gathers the valid rows. The backward uses the ``P`` valid positions only: two
+    GEMMs of ``P`` rows and one scatter into the input gradient, zero at padded positions. It computes in the
+    dtype of the incoming gradient (that of the forward's GEMM, bf16 under autocast).
+    """
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, order: torch.Tensor, sorted_pos: torch.Tensor,  # type: ignore[override]
+                pos: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        B, L = inputs.shape[0], inputs.shape[1]
+        gi = F.linear(inputs.index_select(0, order), weight, bias)  # (B, L, G H)
+        ctx.save_for_backward(inputs, pos, weight)
+        ctx.has_bias = bias is not None
+        return gi.reshape(B * L, gi.shape[-1]).index_select(0, sorted_pos)  # (P, G H)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]  # grad: (P, G H)
+        inputs, pos, weight = ctx.saved_tensors
+        B, L, N = inputs.shape
+        grad_inputs = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            g_x = grad.mm(weight.to(grad.dtype)).to(inputs.dtype)  # (P, N)
+            grad_inputs = inputs.new_zeros(B * L, N).index_copy(0, pos, g_x).view(B, L, N)
+        if ctx.needs_input_grad[4]:
+            x = inputs.reshape(B * L, N).index_select(0, pos).to(grad.dtype)  # (P, N)
+            grad_weight = grad.t().mm(x).to(weight.dtype)  # (G H, N)
+        if ctx.has_bias and ctx.needs_input_grad[5]:
+            grad_bias = grad.sum(0).to(weight.dtype)  # (G H,)
+        return grad_inputs, None, None, None, grad_weight, grad_bias
+
+
 class DynamicGRU(nn.Module):
     """A GRU / AGRU / AUGRU run over padded sequences, stopping each row at its true length.
 
@@ -126,9 +166,15 @@ class DynamicGRU(nn.Module):
         gru_type (str): "GRU" (``torch.nn.GRUCell``), "AGRU" or "AUGRU".
 
     Call: ``forward(inputs: Tensor (B, L, N), lengths: Tensor (B,), att_scores: Tensor (B, L) | None = None,
-    h0: Tensor (B, H) | None = None) -> (outputs: Tensor (B, L, H), final: Tensor (B, H))``. ``outputs`` is zero
-    at padded positions; ``final`` is the state at each row's length (``h0``, default zeros, for length 0).
-    ``att_scores`` is required by AGRU / AUGRU and ignored by GRU.
+    h0: Tensor (B, H) | None = None, *, return_outputs: bool = True) -> (outputs: Tensor (B, L, H) | None,
+    final: Tensor (B, H))``. ``outputs`` is zero at padded positions, and ``None`` with ``return_outputs=False``
+    (then only the final states are built); ``final`` is the state at each row's length (``h0``, default zeros,
+    for length 0). ``att_scores`` is required by AGRU / AUGRU and ignored by GRU.
+
+    The rows are sorted by length, longest first, and the valid positions are packed time-major (the layout of a
+    ``torch.nn.utils.rnn.PackedSequence``): step ``t`` reads one contiguous block of the gate pre-activations and
+    scores of its running rows, and the state holds the running rows only; a row's final state is set aside at the
+    step it stops.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, gru_type: str = "AUGRU") -> None:
@@ -145,34 +191,53 @@ class DynamicGRU(nn.Module):
             self.cell = AUGRUCell(input_size, hidden_size, bias)
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor, att_scores: Optional[torch.Tensor] = None,
-                h0: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        B, L = inputs.shape[0], inputs.shape[1]
-        if self.gru_type != "GRU" and att_scores is None:
+                h0: Optional[torch.Tensor] = None, *,
+                return_outputs: bool = True) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+        B, L, H = inputs.shape[0], inputs.shape[1], self.hidden_size
+        attentional = self.gru_type != "GRU"
+        if attentional and att_scores is None:
             raise ValueError(f"DynamicGRU({self.gru_type}) needs att_scores (B, L)")
+        dev = lengths.device
         # Rows sorted by length, longest first: step t runs the gates of its ``active[t]`` leading rows only.
         order = torch.argsort(lengths, descending=True, stable=True)  # (B,)
         inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(B, device=order.device)
-        steps = torch.arange(L, device=lengths.device).unsqueeze(1)  # (L, 1)
-        active = (lengths.unsqueeze(0) > steps).sum(1).tolist()  # host sync: L counts, non-increasing
-        h = inputs.new_zeros(B, self.hidden_size) if h0 is None else h0.index_select(0, order)  # (B, H)
+        inverse[order] = torch.arange(B, device=dev)
+        steps = torch.arange(L, device=dev)  # (L,)
+        counts = (lengths.unsqueeze(0) > steps.unsqueeze(1)).sum(1)  # (L,) running rows per step, non-increasing
+        active = [n for n in counts.tolist() if n > 0]  # host sync: running rows of the steps that run
+        P = sum(active)
+        # Packed positions p = (step t, sorted row i < active[t]), step-major: index i * L + t in the sorted rows.
+        step_of = torch.repeat_interleave(steps, counts, output_size=P)  # (P,)
+        row_of = torch.arange(P, device=dev) - (counts.cumsum(0) - counts).index_select(0, step_of)  # (P,)
         cell = self.cell
-        # every step's input gates in one GEMM; unbind (not gi[:, t]) so the backward stacks the L gradients once
-        gis = F.linear(inputs.index_select(0, order), cell.weight_ih, cell.bias_ih).unbind(1)  # L x (B, G H)
-        atts = att_scores.index_select(0, order).unbind(1) if self.gru_type != "GRU" else (None,) * L  # type: ignore[union-attr]
-        outputs = []
-        for t in range(L):  # time steps only; each step is vectorised over its active rows
-            n = active[t]
-            if n == 0:
-                break
-            att = atts[t][:n] if atts[t] is not None else None  # type: ignore[index]
-            h_new = gate_step(self.gru_type, gis[t][:n], h[:n], cell.weight_hh, cell.bias_hh, att)  # (n, H)
-            outputs.append(F.pad(h_new, (0, 0, 0, B - n)))  # (B, H), zero for rows already ended
-            h = h_new if n == B else torch.cat([h_new, h[n:]])
-        out = torch.stack(outputs, dim=1) if outputs else inputs.new_zeros(B, 0, self.hidden_size)  # (B, L', H)
-        if out.shape[1] < L:
-            out = F.pad(out, (0, 0, 0, L - out.shape[1]))
-        return out.index_select(0, inverse), h.index_select(0, inverse)  # (B, L, H), (B, H)
+        flat = order.index_select(0, row_of) * L + step_of  # (P,) place in the unsorted (B * L)
+        gis = _PackedInputGates.apply(inputs, order, row_of * L + step_of, flat, cell.weight_ih,
+                                      cell.bias_ih).split(active)  # T x (active[t], G H)
+        atts: list[Optional[torch.Tensor]] = (
+            list(att_scores.reshape(B * L).index_select(0, flat).split(active))  # type: ignore[union-attr]
+            if attentional else [None] * len(active))  # T x (active[t],)
+        n0 = active[0] if active else 0
+        h_sorted = inputs.new_zeros(B, H) if h0 is None else h0.index_select(0, order)  # (B, H)
+        h, never_run = h_sorted.split([n0, B - n0])  # rows of length 0 keep their initial state
+        finished: list[torch.Tensor] = []  # final states of the rows that stop, in the order they stop
+        outputs: list[torch.Tensor] = []
+        for t, n in enumerate(active):  # time steps only; each step is vectorised over its running rows
+            if n < h.shape[0]:  # rows [n:] stopped after step t - 1
+                h, stopped = h.split([n, h.shape[0] - n])
+                finished.append(stopped)
+            h = gate_step(self.gru_type, gis[t], h, cell.weight_hh, cell.bias_hh, atts[t])  # (n, H)
+            if return_outputs:
+                outputs.append(h)
+        # sorted order: the rows still running after the last step, those that stopped (last to stop first),
+        # then the rows of length 0
+        final = torch.cat([h, *reversed(finished), never_run]).index_select(0, inverse)  # (B, H)
+        if not return_outputs:
+            return None, final
+        if not outputs:
+            return inputs.new_zeros(B, L, H), final
+        packed = torch.cat(outputs)  # (P, H)
+        out = packed.new_zeros(B * L, H).index_copy(0, flat, packed)  # zero at padded positions
+        return out.view(B, L, H), final
 
 
 def packed_rnn(rnn: nn.RNNBase, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

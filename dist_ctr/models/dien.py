@@ -144,7 +144,7 @@ class InterestEvolving(nn.Module):
         if self.gru_type == "AIGRU":
             states = packed_rnn(self.gru, interest * scores.unsqueeze(-1), lengths)  # (B, L, E)
             return last_valid(states, lengths)
-        _, final = self.gru(interest, lengths, scores)  # (B, E) at each row's length
+        _, final = self.gru(interest, lengths, scores, return_outputs=False)  # (B, E) at each row's length
         return final
 
 

@@ -270,19 +270,18 @@ class _PLELevel(nn.Module):
         return ws + (self.shared_gate.weights() if self.shared_gate is not None else [])
 
     def forward(self, task_in: torch.Tensor, shared_in: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        B, T, s, m = shared_in.shape[0], self.T, self.s, self.m
-        x = task_in if task_in.dim() == 2 else task_in.repeat_interleave(s, dim=1)  # (B, N) | (B, T s, N)
-        spec = self.specific(x)  # (B, T s, H)
+        T, s = self.T, self.s
+        x = task_in if task_in.dim() == 2 or s == 1 else task_in.repeat_interleave(s, dim=1)  # (B, N) | (B, T s, N)
+        spec = self.specific(x)  # (B, T s, H), task t's experts at t s .. t s + s - 1
         shared = self.shared(shared_in)  # (B, m, H)
-        H = spec.shape[-1]
-        per_task = torch.cat([spec.view(B, T, s, H), shared.unsqueeze(1).expand(B, T, m, H)], dim=2)  # (B, T, s+m, H)
-        g = self.task_gates(task_in)  # (B, T, s + m)
-        task_out = torch.einsum("btk,btkh->bth", g, per_task)  # (B, T, H)
+        g = self.task_gates(task_in)  # (B, T, s + m): task t's own experts, then the shared ones
+        # Task t mixes its own experts and the shared ones: the two partial sums, without a (B, T, s + m, H) copy.
+        task_out = mix_experts(g[..., :s], spec.unflatten(1, (T, s))) + mix_experts(g[..., s:], shared)  # (B, T, H)
         if self.shared_gate is None:
             return task_out, None
-        everything = torch.cat([spec, shared], dim=1)  # (B, T s + m, H)
-        shared_out = mix_experts(self.shared_gate(shared_in), everything).squeeze(1)  # (B, H)
-        return task_out, shared_out
+        gs = self.shared_gate(shared_in)  # (B, 1, T s + m): every specific expert, then the shared ones
+        shared_out = mix_experts(gs[..., :T * s], spec) + mix_experts(gs[..., T * s:], shared)  # (B, 1, H)
+        return task_out, shared_out.squeeze(1)
 
 
 @register_model("PLE", PLEConfig)

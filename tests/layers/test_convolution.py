@@ -44,6 +44,29 @@ def test_field_conv_is_tf_same_padding(width):
     assert conv(x).shape == (2, 3, 5, 4)
 
 
+@pytest.mark.parametrize("in_channels", [1, 4])
+def test_field_conv_gradients_match_the_plain_convolution(in_channels):
+    """The channels-last path (in_channels > 1) gives the plain NCHW convolution's values and gradients."""
+    torch.manual_seed(0)
+    conv = FieldConv2d(in_channels, 3, 5)
+    x = torch.randn(16, in_channels, 13, 8, requires_grad=True)
+    g = torch.randn(16, 3, 13, 8)
+    out = conv(x)
+    gx, gw, gb = torch.autograd.grad(out, (x, conv.weight, conv.bias), g)
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref, b_ref = conv.weight.detach().clone().requires_grad_(), conv.bias.detach().clone().requires_grad_()
+    ref = F.conv2d(F.pad(x_ref, (0, 0, 2, 2)), w_ref, b_ref)  # NCHW-contiguous reference
+    ref.backward(g)
+    assert out.shape == ref.shape == (16, 3, 13, 8)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, w_ref.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gb, b_ref.grad, rtol=1e-4, atol=1e-4)
+    conv64 = FieldConv2d(in_channels, 2, 3).double()
+    assert torch.autograd.gradcheck(conv64, (torch.randn(2, in_channels, 5, 3, dtype=torch.float64,
+                                                          requires_grad=True),))
+
+
 def test_conv_layer_follows_deepctr_k_schedule_and_ops():
     n, widths, filters = 10, (3, 2, 2), (2, 3, 4)
     layer = ConvLayer(n, widths, filters)

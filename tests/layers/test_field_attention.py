@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from dist_ctr.layers.field_attention import InteractingLayer, LogTransformLayer, SENETLayer
+from dist_ctr.layers.field_attention import InteractingLayer, LogTransformLayer, SENETLayer, _ExpBatchNorm
 
 B, Fn, D = 3, 5, 6
 
@@ -63,6 +65,55 @@ def test_log_transform_is_finite_on_zero_embeddings():
     layer = LogTransformLayer(Fn, D, 4).train()
     out = layer(torch.zeros(2, Fn, D))
     assert torch.isfinite(out).all()
+
+
+def _plain_log_transform(layer: LogTransformLayer, e: torch.Tensor) -> torch.Tensor:
+    """The layer's formula as separate torch ops (the unfused reference), with the layer's own modules."""
+    x = torch.clamp(e.abs(), min=1e-7).transpose(1, 2)  # (B, D, F)
+    y = torch.exp(layer.bn[0](torch.log(x)) @ layer.ltl_weights + layer.ltl_biases)  # (B, D, N)
+    return layer.bn[1](y).flatten(start_dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_log_transform_fused_training_step_matches_the_plain_ops(dtype):
+    """Training mode runs BN(exp(. W + b)) fused: values, every gradient and the running statistics equal the
+    plain composition of torch ops (two steps, so the running statistics are updated twice)."""
+    torch.manual_seed(0)
+    fused = LogTransformLayer(7, 4, 5).to(dtype).train()
+    with torch.no_grad():
+        fused.ltl_biases.normal_(0, 0.5)
+        fused.bn[1].weight.uniform_(0.5, 1.5)
+        fused.bn[1].bias.normal_(0, 0.3)
+    plain = copy.deepcopy(fused)
+    tol = {} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 2e-5}
+    for step in range(2):
+        e = torch.randn(9, 7, 4, dtype=dtype) * (1.0 + step)
+        e1, e2 = e.clone().requires_grad_(), e.clone().requires_grad_()
+        g = torch.randn(9, 4 * 5, dtype=dtype)
+        out, ref = fused(e1), _plain_log_transform(plain, e2)
+        torch.testing.assert_close(out, ref, **tol)
+        out.backward(g)
+        ref.backward(g)
+        torch.testing.assert_close(e1.grad, e2.grad, **tol)
+        for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, **tol, msg=name)
+    for name, buf in fused.named_buffers():
+        torch.testing.assert_close(buf, dict(plain.named_buffers())[name], **tol, msg=name)
+    assert int(fused.bn[1].num_batches_tracked) == 2
+    fused.eval()
+    plain.eval()
+    e = torch.randn(3, 7, 4, dtype=dtype)
+    torch.testing.assert_close(fused(e), _plain_log_transform(plain, e), **tol)
+
+
+def test_exp_batch_norm_gradcheck():
+    torch.manual_seed(0)
+    x = torch.randn(6 * 3, 4, dtype=torch.float64, requires_grad=True)
+    w = (0.3 * torch.randn(4, 5, dtype=torch.float64)).requires_grad_()
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    gamma = torch.rand(3, dtype=torch.float64).add(0.5).requires_grad_()
+    beta = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: _ExpBatchNorm.apply(*a, 1e-5, 3)[0], (x, w, b, gamma, beta))
 
 
 @pytest.mark.parametrize(("b", "f", "d", "heads"), [(3, 5, 6, 2), (1, 2, 4, 4), (2, 2, 3, 1), (1, 4, 8, 8)])

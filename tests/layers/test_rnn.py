@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from dist_ctr.layers.rnn import AGRUCell, AUGRUCell, BiLSTM, DynamicGRU, packed_rnn, reverse_padded
+from dist_ctr.layers.rnn import AGRUCell, AUGRUCell, BiLSTM, DynamicGRU, gate_step, packed_rnn, reverse_padded
 
 N, H = 3, 5
 
@@ -209,3 +210,115 @@ def test_packed_rnn_equals_the_padded_run_on_valid_positions_with_its_gradients(
     params = [x, *gru.parameters()]
     for a, b in zip(torch.autograd.grad((out * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+def _reference_dynamic_gru(gru: DynamicGRU, inputs: torch.Tensor, lengths: torch.Tensor,
+                           att_scores: torch.Tensor | None = None,
+                           h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The straightforward sorted-rows loop: the full state and a full output row block rebuilt at every step.
+
+    ``(B, L, N), (B,), (B, L) | None, (B, H) | None -> (outputs (B, L, H), final (B, H))``.
+    """
+    B, L = inputs.shape[0], inputs.shape[1]
+    order = torch.argsort(lengths, descending=True, stable=True)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(B)
+    active = (lengths.unsqueeze(0) > torch.arange(L).unsqueeze(1)).sum(1).tolist()
+    h = inputs.new_zeros(B, gru.hidden_size) if h0 is None else h0.index_select(0, order)
+    cell = gru.cell
+    gis = F.linear(inputs.index_select(0, order), cell.weight_ih, cell.bias_ih).unbind(1)
+    atts = att_scores.index_select(0, order).unbind(1) if gru.gru_type != "GRU" else (None,) * L
+    outputs = []
+    for t in range(L):
+        n = active[t]
+        if n == 0:
+            break
+        att = atts[t][:n] if atts[t] is not None else None
+        h_new = gate_step(gru.gru_type, gis[t][:n], h[:n], cell.weight_hh, cell.bias_hh, att)
+        outputs.append(F.pad(h_new, (0, 0, 0, B - n)))
+        h = h_new if n == B else torch.cat([h_new, h[n:]])
+    out = torch.stack(outputs, dim=1) if outputs else inputs.new_zeros(B, 0, gru.hidden_size)
+    if out.shape[1] < L:
+        out = F.pad(out, (0, 0, 0, L - out.shape[1]))
+    return out.index_select(0, inverse), h.index_select(0, inverse)
+
+
+_LENGTH_CASES = {
+    "sorted": [6, 5, 5, 3, 1, 1],
+    "unsorted_with_zero": [2, 6, 0, 4, 6, 1],
+    "all_full": [6, 6, 6, 6, 6, 6],
+    "all_zero": [0, 0, 0, 0, 0, 0],
+    "shorter_than_padding": [3, 1, 2, 3, 0, 2],
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_h0", [False, True])
+@pytest.mark.parametrize("case", sorted(_LENGTH_CASES))
+@pytest.mark.parametrize("gru_type", ["GRU", "AGRU", "AUGRU"])
+def test_dynamic_gru_equals_the_reference_loop_bitwise(gru_type, case, with_h0, dtype):
+    """Packed steps over the running rows only: outputs and final states bitwise those of the reference loop (also
+    with ``return_outputs=False``, which returns no outputs)."""
+    torch.manual_seed(7)
+    gru = DynamicGRU(N, H, gru_type=gru_type).to(dtype)
+    lengths = torch.tensor(_LENGTH_CASES[case])
+    x = torch.randn(len(lengths), 6, N, dtype=dtype)
+    att = torch.rand(len(lengths), 6, dtype=dtype)
+    h0 = torch.randn(len(lengths), H, dtype=dtype) if with_h0 else None
+    out, final = gru(x, lengths, att, h0)
+    ref_out, ref_final = _reference_dynamic_gru(gru, x, lengths, att, h0)
+    assert out.shape == (len(lengths), 6, H) and torch.equal(out, ref_out)
+    assert torch.equal(final, ref_final)
+    none, final_only = gru(x, lengths, att, h0, return_outputs=False)
+    assert none is None and torch.equal(final_only, ref_final)
+
+
+@pytest.mark.parametrize("with_h0", [False, True])
+@pytest.mark.parametrize("gru_type", ["GRU", "AGRU", "AUGRU"])
+def test_dynamic_gru_gradients_equal_the_reference_loop(gru_type, with_h0):
+    """Gradients w.r.t. inputs, scores, ``h0`` and every cell parameter (float64, unsorted lengths with a row of
+    length 0 and rows shorter than the padding), with and without the outputs."""
+    torch.manual_seed(8)
+    B, L, n_in, hid = 40, 7, 6, 5
+    gru = DynamicGRU(n_in, hid, gru_type=gru_type).double()
+    lengths = torch.randint(0, L + 1, (B,))
+    lengths[3] = 0
+    x = torch.randn(B, L, n_in, dtype=torch.float64, requires_grad=True)
+    att = torch.rand(B, L, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(B, hid, dtype=torch.float64, requires_grad=True) if with_h0 else None
+    leaves = [x] + ([att] if gru_type != "GRU" else []) + ([h0] if with_h0 else []) + list(gru.parameters())
+    w_out, w_final = torch.randn(B, L, hid, dtype=torch.float64), torch.randn(B, hid, dtype=torch.float64)
+    out, final = gru(x, lengths, att, h0)
+    ref_out, ref_final = _reference_dynamic_gru(gru, x, lengths, att, h0)
+    assert torch.equal(out, ref_out) and torch.equal(final, ref_final)
+    grads = torch.autograd.grad((out * w_out).sum() + (final * w_final).sum(), leaves)
+    ref_loss = (ref_out * w_out).sum() + (ref_final * w_final).sum()
+    ref_grads = torch.autograd.grad(ref_loss, leaves, retain_graph=True)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, rtol=1e-12, atol=1e-12)
+    _, final_only = gru(x, lengths, att, h0, return_outputs=False)
+    grads = torch.autograd.grad((final_only * w_final).sum(), leaves)
+    ref_grads = torch.autograd.grad((ref_final * w_final).sum(), leaves, allow_unused=True)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r if r is not None else torch.zeros_like(g), rtol=1e-12, atol=1e-12)
+
+
+def test_dynamic_gru_under_bf16_autocast_equals_the_reference_loop():
+    """Under autocast the input gates' GEMM runs in bf16; outputs, final states and fp32 gradients are those of the
+    reference loop run under the same autocast."""
+    torch.manual_seed(9)
+    gru = DynamicGRU(N, H, gru_type="AUGRU")
+    lengths = torch.tensor(_LENGTH_CASES["unsorted_with_zero"])
+    x = torch.randn(len(lengths), 6, N, requires_grad=True)
+    att = torch.rand(len(lengths), 6, requires_grad=True)
+    leaves = [x, att, *gru.parameters()]
+    results = []
+    for run in (gru, lambda *a: _reference_dynamic_gru(gru, *a)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, final = run(x, lengths, att)
+        grads = torch.autograd.grad(out.float().sum() + final.float().square().sum(), leaves)
+        results.append((out, final, grads))
+    (out, final, grads), (ref_out, ref_final, ref_grads) = results
+    assert torch.equal(out, ref_out) and torch.equal(final, ref_final)
+    for g, r, leaf in zip(grads, ref_grads, leaves):
+        assert g.dtype == leaf.dtype and torch.allclose(g, r, rtol=1e-2, atol=1e-2)

@@ -14,10 +14,11 @@ and still at ``1e-3``, the second-order models (NFM, ONN, FiBiNET) stay near the
 budget allows (held-out AUC = LR's, 0.66), while at ``1e-2`` they reach 0.88-0.89. The default is kept
 everywhere else (it is DeepCTR's).
 
-CCPM starts at ``init_std=5e-2`` (``INIT_STD``) and trains at ``lr`` 1e-2 (``LR``): its convolutions start with
+CCPM starts at ``init_std=1e-1`` (``INIT_STD``) and trains at ``lr`` 1e-2 (``LR``): its convolutions start with
 DeepCTR-Torch's bias init (torch's default ``U(+-1/sqrt(fan_in))``), so the tanh units start off the origin and
-small embeddings move them slowly; at ``init_std`` 1e-2 it stays at LR's AUC in this budget, at 5e-2 it reaches
-0.78. MLR trains at ``lr`` 1e-2: at 5e-3 its regions separate slowly (0.71, LR + 0.05), at 1e-2 it reaches 0.82.
+small embeddings move them slowly. At ``init_std`` 1e-2 it stays at LR's AUC in this budget; at 5e-2 it sits on
+an edge where float rounding (the convolution kernel's summation order) decides between LR's 0.66 and 0.78; at
+1e-1 it reaches 0.80-0.86 over model seeds 0, 1, 2. MLR trains at ``lr`` 1e-2: at 5e-3 its regions separate slowly (0.71, LR + 0.05), at 1e-2 it reaches 0.82.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tests.models.planted import PlantedData, auc, planted_interactions
 MARGIN = 0.05
 EPOCHS = 3
 INIT = {"init_std": 1e-2}
-INIT_STD = {"CCPM": 5e-2}  # init_std per model; INIT's otherwise
+INIT_STD = {"CCPM": 1e-1}  # init_std per model; INIT's otherwise
 LR = {"CCPM": 1e-2, "MLR": 1e-2}  # Adam lr per model; 5e-3 otherwise
 SMALL = {"dnn_hidden_units": (64, 32)}
 CONFIGS: dict[str, dict] = {
