@@ -143,13 +143,45 @@ class SENETLayer(nn.Module):
         return inputs * a.unsqueeze(2)
 
 
+class _Scratch:
+    """Reusable buffers: temporaries that die inside one forward or backward call (:meth:`get`), and one tensor
+    saved from a forward for its backward (:meth:`take` / :meth:`release`).
+
+    Large fresh CPU tensors are costly to first touch (the allocator hands them back to the OS in between); a buffer
+    of the same shape, dtype and device is reused from call to call. A taken buffer is not handed out again until it
+    is released, so a second forward before the first one's backward gets a fresh tensor; writing into a reused
+    buffer bumps its version, so a retained graph that still holds it fails autograd's in-place check instead of
+    reading new values.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._taken: set[str] = set()
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._buffers[name] = like.new_empty(shape)
+        return buf
+
+    def take(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        if name in self._taken:
+            return like.new_empty(shape)
+        self._taken.add(name)
+        return self.get(name, shape, like)
+
+    def release(self, name: str) -> None:
+        self._taken.discard(name)
+
+
 class _ExpBatchNorm(torch.autograd.Function):
     """``BN(exp(x W + b))`` with batch statistics per channel, forward and backward written out.
 
     ``x (B C, K)`` holds ``B`` rows of ``C`` channels (row ``b C + c``); ``W (K, N)``, ``b (N,)``; the batch norm
     normalises channel ``c`` over its ``B N`` values (``BatchNorm1d(C)`` on ``(B, C, N)``, training mode) with
     ``gamma, beta (C,)``. Returns ``(out (B, C N), mean (C,), var (C,))``, ``var`` biased; the statistics carry no
-    gradient.
+    gradient. ``scratch`` holds the temporaries (squares in the forward, two products in the backward) and, with
+    ``reuse`` (a backward will run), the ``exp`` output saved for the backward.
 
     The exponential is taken in place on the GEMM's output, the statistics are two-pass (mean, then the centred
     squares), the normalised output is written over the centred values, and the backward reads only the saved
@@ -159,38 +191,46 @@ class _ExpBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor,
-                beta: torch.Tensor, eps: float, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                beta: torch.Tensor, eps: float, channels: int, scratch: _Scratch,
+                reuse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx.reuse = reuse
         C, N = channels, weight.shape[1]
         B = x.shape[0] // C
-        y = torch.addmm(bias, x, weight).exp_().view(B, C * N)  # (B, C N)
+        y = scratch.take("exp", (B * C, N), x) if ctx.reuse else x.new_empty(B * C, N)
+        y = torch.addmm(bias, x, weight, out=y).exp_().view(B, C * N)  # (B, C N)
         mean = y.sum(0).view(C, N).sum(1) / (B * N)  # (C,)
         centred = y - mean.repeat_interleave(N)  # (B, C N)
-        var = centred.square().sum(0).view(C, N).sum(1) / (B * N)  # (C,)
+        squares = torch.mul(centred, centred, out=scratch.get("squares", (B, C * N), y))
+        var = squares.sum(0).view(C, N).sum(1) / (B * N)  # (C,)
         rstd = torch.rsqrt(var + eps)
         out = torch.addcmul(beta.repeat_interleave(N), centred, (gamma * rstd).repeat_interleave(N), out=centred)
         ctx.save_for_backward(x, weight, y, mean, rstd, gamma)
+        ctx.scratch = scratch
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _grad_mean: Any, _grad_var: Any) -> tuple[Optional[torch.Tensor], ...]:
         x, weight, y, mean, rstd, gamma = ctx.saved_tensors
+        scratch: _Scratch = ctx.scratch
         C, N = gamma.shape[0], weight.shape[1]
         M = y.shape[0] * N  # values per channel
-        grad = grad.contiguous()
         sum_g = grad.sum(0).view(C, N).sum(1)  # (C,) = d beta
-        gy = grad * y  # (B, C N)
+        gy = torch.mul(grad, y, out=scratch.get("grad_y", tuple(y.shape), y))  # (B, C N)
         d_gamma = rstd * (gy.sum(0).view(C, N).sum(1) - mean * sum_g)  # (C,) = sum grad * xhat
         scale = gamma * rstd
         # d out / d y = scale grad + k1 y + k0 per channel; d y / d z = y
         k1 = -scale * rstd * d_gamma / M
         k0 = -scale * sum_g / M - mean * k1
-        dz = torch.addcmul(k0.repeat_interleave(N), y, k1.repeat_interleave(N)).mul_(y)
-        dz = dz.addcmul_(gy, scale.repeat_interleave(N)).view(-1, N)  # (B C, N)
+        dz = scratch.get("grad_z", tuple(y.shape), y)
+        dz = torch.addcmul(k0.repeat_interleave(N), y, k1.repeat_interleave(N), out=dz)
+        dz = dz.mul_(y).addcmul_(gy, scale.repeat_interleave(N)).view(-1, N)  # (B C, N)
         gx = dz @ weight.t() if ctx.needs_input_grad[0] else None
         gw = x.t() @ dz if ctx.needs_input_grad[1] else None
         gb = dz.sum(0) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb, d_gamma, sum_g, None, None
+        if ctx.reuse:
+            scratch.release("exp")
+        return gx, gw, gb, d_gamma, sum_g, None, None, None, None
 
 
 class LogTransformLayer(nn.Module):
@@ -215,6 +255,7 @@ class LogTransformLayer(nn.Module):
         self.ltl_biases = nn.Parameter(torch.zeros(1, 1, ltl_hidden_size))
         self.bn = nn.ModuleList([nn.BatchNorm1d(embedding_size) for _ in range(2)])
         nn.init.normal_(self.ltl_weights, mean=0.0, std=0.1)
+        self._scratch = _Scratch()
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         _check_3d(inputs, "LogTransformLayer")
@@ -225,8 +266,10 @@ class LogTransformLayer(nn.Module):
             y = torch.exp(y @ self.ltl_weights + self.ltl_biases)  # (B, D, N)
             return bn(y).flatten(start_dim=1)  # (B, D * N)
         B, D = y.shape[0], y.shape[1]
+        # the saved exp output reuses its buffer only when a backward will release it
+        reuse = torch.is_grad_enabled() and any(t.requires_grad for t in (y, self.ltl_weights, bn.weight))
         out, mean, var = _ExpBatchNorm.apply(y.reshape(B * D, -1), self.ltl_weights, self.ltl_biases.view(-1),
-                                             bn.weight, bn.bias, bn.eps, D)
+                                             bn.weight, bn.bias, bn.eps, D, self._scratch, reuse)
         _update_running_stats(bn, mean, var, B * self.ltl_weights.shape[1])
         return out  # (B, D * N)
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from dist_ctr.layers.field_attention import InteractingLayer, LogTransformLayer, SENETLayer, _ExpBatchNorm
+from dist_ctr.layers.field_attention import InteractingLayer, LogTransformLayer, SENETLayer, _ExpBatchNorm, _Scratch
 
 B, Fn, D = 3, 5, 6
 
@@ -106,6 +106,24 @@ def test_log_transform_fused_training_step_matches_the_plain_ops(dtype):
     torch.testing.assert_close(fused(e), _plain_log_transform(plain, e), **tol)
 
 
+def test_log_transform_reused_buffers_keep_gradients_right():
+    """Two forwards before one backward (the saved exp output of the first is not reused by the second) give the
+    plain ops' gradients; a retained graph whose saved buffer was reused by a later forward fails loudly."""
+    torch.manual_seed(0)
+    fused = LogTransformLayer(5, 3, 4).double().train()
+    plain = copy.deepcopy(fused)
+    e1, e2 = torch.randn(6, 5, 3, dtype=torch.float64), torch.randn(6, 5, 3, dtype=torch.float64)
+    (fused(e1).square().sum() + fused(e2).sum()).backward()
+    (_plain_log_transform(plain, e1).square().sum() + _plain_log_transform(plain, e2).sum()).backward()
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    out = fused(e1)
+    out.sum().backward(retain_graph=True)
+    fused(e2).sum().backward()  # reuses the released buffer of the retained graph
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
 def test_exp_batch_norm_gradcheck():
     torch.manual_seed(0)
     x = torch.randn(6 * 3, 4, dtype=torch.float64, requires_grad=True)
@@ -113,7 +131,7 @@ def test_exp_batch_norm_gradcheck():
     b = torch.randn(5, dtype=torch.float64, requires_grad=True)
     gamma = torch.rand(3, dtype=torch.float64).add(0.5).requires_grad_()
     beta = torch.randn(3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: _ExpBatchNorm.apply(*a, 1e-5, 3)[0], (x, w, b, gamma, beta))
+    assert torch.autograd.gradcheck(lambda *a: _ExpBatchNorm.apply(*a, 1e-5, 3, _Scratch(), True)[0], (x, w, b, gamma, beta))
 
 
 @pytest.mark.parametrize(("b", "f", "d", "heads"), [(3, 5, 6, 2), (1, 2, 4, 4), (2, 2, 3, 1), (1, 4, 8, 8)])
