@@ -38,7 +38,7 @@ import torch
 # TorchRec (and torch._dynamo through it) before the TensorFlow stand-in: dynamo probes `tensorflow` at import.
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor  # noqa: F401
 
-from dist_ctr.bench.breakdown import format_breakdown
+from dist_ctr.bench.breakdown import format_breakdown, format_top_ops
 from dist_ctr.bench.limit import limit_rate
 from dist_ctr.bench.timing import time_steps
 from dist_ctr.bench.facade import COMPAT, FacadeRunner
@@ -200,15 +200,18 @@ def facade_runner(name: str, ds: DataSet, lr: float, seed: int, batch: int, eps:
 
 
 def breakdowns(name: str, ds: DataSet, lr: float, seed: int, batches: list[int], steps: int,
-               eps: float) -> dict[str, dict[str, float]]:
+               eps: float, top_ops: int = 0) -> dict[str, dict[str, float]]:
     """Where the facade's training time goes at each batch size (fresh model, 2 untimed steps, then ``steps``
-    profiled steps); prints one line per batch size and returns batch -> part -> ms per step."""
+    profiled steps); prints one line per batch size (and its ``top_ops`` costliest ops) and returns
+    batch -> part -> ms per step."""
     out: dict[str, dict[str, float]] = {}
     for b in batches:
         r = facade_runner(name, ds, lr, seed, b, eps)
         r.warm(ds.train.rows(0, 2 * b))
-        split = r.breakdown(ds.train.rows(2 * b, (2 + steps) * b))
+        split = r.breakdown(ds.train.rows(2 * b, (2 + steps) * b), top_ops)
         print(format_breakdown(f"breakdown {name} facade batch {b}", split), flush=True)
+        if top_ops:
+            print(format_top_ops(f"ops {name} facade batch {b}", split), flush=True)
         out[str(b)] = {**split.per_step_ms(), "wall_ms_per_step": split.wall_ms / max(1, split.steps)}
         del r
     return out
@@ -308,6 +311,9 @@ def main() -> None:
                     "step's time goes (input prep, lookup, embedding backward + update, interaction, tower, loss, "
                     "dense optimizer, engine, python); e.g. --breakdown 256,1024,4096")
     ap.add_argument("--breakdown-steps", type=int, default=8, help="profiled steps per --breakdown batch size")
+    ap.add_argument("--breakdown-ops", type=int, default=0, metavar="N",
+                    help="with --breakdown, also print the N ops with the most self CPU time (per name and input "
+                    "shapes, ms and calls per step)")
     ap.add_argument("--limit", action="store_true",
                     help="also time the facade against its model's limit at --batch (bare embedding step + bare "
                     "dense step, dist_ctr.bench.limit) and print the fraction")
@@ -457,7 +463,7 @@ def main() -> None:
                 if args.breakdown and seed == seeds[0] and lr == lrs[0]:
                     row["breakdown_ms_per_step"] = breakdowns(
                         name, ds, lr, seed, [int(b) for b in args.breakdown.split(",") if b], args.breakdown_steps,
-                        args.sparse_eps)
+                        args.sparse_eps, args.breakdown_ops)
                 if args.limit and seed == seeds[0] and lr == lrs[0]:
                     row["facade_limit"] = facade_limit(name, ds, lr, seed, args.batch, args.sparse_eps,
                                                        args.limit_steps, args.limit_rounds)

@@ -15,7 +15,8 @@ Parts (each forward op and the backward of that op count together, matched by th
 - ``python``: wall time no op accounts for (interpreter, module calls, hooks, the profiler's own cost).
 
 Figures are per step, in milliseconds, with the profiler on: they say where the time goes, not how fast the
-step runs without a profiler (time that with the benchmark's own timing).
+step runs without a profiler (time that with the benchmark's own timing). ``profile_steps(..., top_ops=n)`` also
+keeps the ``n`` ops with the most self CPU time, per op name and input shapes (:func:`format_top_ops`).
 
 >>> split = StepBreakdown({"tower": 2000.0, "python": 1000.0}, wall_ms=3.0, steps=1)
 >>> split.shares()["tower"]
@@ -25,20 +26,30 @@ step runs without a profiler (time that with the benchmark's own timing).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.autograd.profiler import record_function
 
-__all__ = ["PARTS", "StepBreakdown", "format_breakdown", "profile_steps"]
+__all__ = ["PARTS", "OpTime", "StepBreakdown", "format_breakdown", "format_top_ops", "profile_steps"]
 
 PARTS = ("input prep", "lookup", "embedding bwd + update", "interaction", "tower", "loss", "dense optimizer",
          "engine", "python")
 SCOPE = "dc:"  # prefix of the profiler scopes this module (and the engine / facade) opens
 # scopes opened by the library itself (``record_function``) -> part
 LIBRARY_SCOPES = {"dc:data.prepare": "input prep", "dc:data.batch": "input prep"}
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One op (name and input shapes) of a profiled call: its self CPU time and calls, both per step."""
+
+    name: str
+    shapes: str
+    self_ms: float
+    calls: float
 
 
 @dataclass
@@ -49,11 +60,13 @@ class StepBreakdown:
         micros (dict[str, float]): part -> microseconds over all profiled steps.
         wall_ms (float): wall time of the profiled call.
         steps (int): training steps in it.
+        top_ops (list[OpTime]): the ops with the most self CPU time, most first (empty unless asked for).
     """
 
     micros: dict[str, float]
     wall_ms: float
     steps: int
+    top_ops: list[OpTime] = field(default_factory=list)
 
     def per_step_ms(self) -> dict[str, float]:
         return {p: self.micros.get(p, 0.0) / 1e3 / max(1, self.steps) for p in PARTS}
@@ -165,25 +178,33 @@ def _attribute(events: list[Any]) -> dict[str, float]:
     return micros
 
 
-def profile_steps(run: Callable[[], Any], task: nn.Module, steps: int) -> StepBreakdown:
+def profile_steps(run: Callable[[], Any], task: nn.Module, steps: int, top_ops: int = 0) -> StepBreakdown:
     """Profile ``run()`` (which trains ``steps`` steps of ``task``, a ``CTRTask`` inside DMP) and split its time.
 
     Args:
         run: the call to profile, e.g. a facade ``model.fit(...)`` over ``steps`` batches.
         task: the ``CTRTask`` (``trainer.task``) whose modules get part scopes.
         steps (int): steps ``run`` trains (for per-step figures).
+        top_ops (int): also keep this many ops with the most self CPU time (per name and input shapes).
     """
     import time
 
     from torch.profiler import ProfilerActivity, profile
 
-    with _scoped_modules(task), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with _scoped_modules(task), profile(activities=[ProfilerActivity.CPU], record_shapes=top_ops > 0) as prof:
         t0 = time.perf_counter()
         run()
         wall_ms = (time.perf_counter() - t0) * 1e3
     micros = _attribute(list(prof.events()))
     micros["python"] = max(0.0, wall_ms * 1e3 - sum(micros.values()))
-    return StepBreakdown(micros, wall_ms, steps)
+    ops: list[OpTime] = []
+    if top_ops > 0:
+        n = max(1, steps)
+        rows = [r for r in prof.key_averages(group_by_input_shape=True) if not r.key.startswith(SCOPE)]
+        rows.sort(key=lambda r: r.self_cpu_time_total, reverse=True)
+        ops = [OpTime(r.key, str(r.input_shapes), r.self_cpu_time_total / 1e3 / n, r.count / n)
+               for r in rows[:top_ops]]
+    return StepBreakdown(micros, wall_ms, steps, ops)
 
 
 def format_breakdown(title: str, split: StepBreakdown) -> str:
@@ -192,3 +213,9 @@ def format_breakdown(title: str, split: StepBreakdown) -> str:
     cells = [f"{p} {per[p]:.2f} ms ({share[p]:.0%})" for p in PARTS if p in share]
     return f"{title}: {split.wall_ms / max(1, split.steps):.2f} ms/step with the profiler on; " + ", ".join(cells)
 
+
+def format_top_ops(title: str, split: StepBreakdown) -> str:
+    """``title`` and one indented line per kept op: self CPU ms per step, calls per step, name, input shapes."""
+    lines = [f"{title}: top {len(split.top_ops)} ops by self CPU time (ms per step, calls per step)"]
+    lines += [f"  {o.self_ms:8.2f} ms {o.calls:6.1f}x  {o.name}  {o.shapes}" for o in split.top_ops]
+    return "\n".join(lines)

@@ -77,10 +77,11 @@ class FacadeRunner:
         self.timing.add(len(d), dt, [t0, *steps])
         return dt
 
-    def breakdown(self, d: Data | SeqData) -> StepBreakdown:
-        """Where the time of ``fit`` on the rows ``d`` goes (see :mod:`dist_ctr.bench.breakdown`)."""
+    def breakdown(self, d: Data | SeqData, top_ops: int = 0) -> StepBreakdown:
+        """Where the time of ``fit`` on the rows ``d`` goes (see :mod:`dist_ctr.bench.breakdown`), with the
+        ``top_ops`` costliest ops."""
         steps = -(-len(d) // self.batch)
-        return profile_steps(lambda: self._fit(d), self.model.trainer.task, steps)
+        return profile_steps(lambda: self._fit(d), self.model.trainer.task, steps, top_ops)
 
     def limit_steps(self, d: Data | SeqData) -> tuple[Callable[[CTRBatch], Any], Callable[[CTRBatch], Any],
                                                       list[CTRBatch]]:
