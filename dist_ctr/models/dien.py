@@ -117,20 +117,22 @@ class InterestEvolving(nn.Module):
         embedding_dim (int): ``E``.
         gru_type (str): "GRU" | "AIGRU" | "AGRU" | "AUGRU".
         att_hidden_units (tuple[int, ...]), att_activation (str), att_weight_normalization (bool): the target
-            attention (:class:`~dist_ctr.layers.sequence.AttentionSequencePoolingLayer`, PyTorch's default init).
+            attention (:class:`~dist_ctr.layers.sequence.AttentionSequencePoolingLayer`).
+        att_init_std (float | None): normal init std of the attention MLP; ``None`` keeps PyTorch's default.
 
     Call: ``forward(query: Tensor (B, 1, E), interest: Tensor (B, L, E), lengths: Tensor (B,)) -> Tensor (B, E)``.
     """
 
     def __init__(self, embedding_dim: int, gru_type: str = "GRU", att_hidden_units: tuple[int, ...] = (64, 16),
-                 att_activation: str = "relu", att_weight_normalization: bool = True) -> None:
+                 att_activation: str = "relu", att_weight_normalization: bool = True,
+                 att_init_std: Optional[float] = None) -> None:
         super().__init__()
         if gru_type not in GRU_TYPES:
             raise ValueError(f"DIEN: gru_type must be one of {GRU_TYPES}, got {gru_type!r}")
         self.gru_type = gru_type
         self.attention = AttentionSequencePoolingLayer(att_hidden_units, att_activation, att_weight_normalization,
                                                        return_score=gru_type != "GRU", embedding_dim=embedding_dim,
-                                                       init_std=None)
+                                                       init_std=att_init_std)
         if gru_type in ("GRU", "AIGRU"):
             self.gru: nn.Module = nn.GRU(embedding_dim, embedding_dim, batch_first=True)
         else:
@@ -155,7 +157,10 @@ class DIENConfig(SequenceArgs, HistoryArgs):
     ``use_negsampling`` turns the auxiliary loss on (default on, as in RecBole; DeepCTR-Torch defaults it off);
     ``neg_history_feature_list`` names the negative sequence of each target (aligned with
     ``history_feature_list``); without it negatives are sampled in-batch. ``aux_hidden_units`` are the hidden
-    widths of the auxiliary MLP.
+    widths of the auxiliary MLP. ``deepctr_init`` starts the weight matrices of both interest GRUs at
+    ``N(0, init_std)`` and the attention MLP at ``N(0, 1e-4)``, as DeepCTR-Torch does (the facade's default); off,
+    they keep PyTorch's default init, as RecBole, under which the attention scores differ across positions from the
+    first step.
     """
 
     neg_history_feature_list: Optional[tuple[str, ...]] = None
@@ -167,6 +172,7 @@ class DIENConfig(SequenceArgs, HistoryArgs):
     att_activation: str = "relu"
     att_weight_normalization: bool = True
     aux_hidden_units: tuple[int, ...] = (100, 50)
+    deepctr_init: bool = False
 
 
 @register_model("DIEN", DIENConfig)
@@ -201,7 +207,11 @@ class DIEN(CTRModel):
         E = self.inputs.query_dim
         self.extractor = InterestExtractor(E, cfg.aux_hidden_units)
         self.evolving = InterestEvolving(E, cfg.gru_type, cfg.att_hidden_units, cfg.att_activation,
-                                         cfg.att_weight_normalization)
+                                         cfg.att_weight_normalization, 1e-4 if cfg.deepctr_init else None)
+        if cfg.deepctr_init:
+            for name, p in [*self.extractor.gru.named_parameters(), *self.evolving.gru.named_parameters()]:
+                if "weight" in name:
+                    nn.init.normal_(p, mean=0.0, std=cfg.init_std)
         n_in = self.inputs.n_dense + self.inputs.pooled_dim + E
         self.dnn, self.dnn_linear = dnn_tower(self, n_in, cfg, use_bn=cfg.use_bn)
         self.out = TaskOutput(self.num_tasks)

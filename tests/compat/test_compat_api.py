@@ -319,12 +319,14 @@ def test_positional_order_and_defaults_match_deepctr_torch_source():
 
 
 def test_defaults_where_the_engine_config_differs_are_deepctr_torchs():
-    """DIEN's config turns the auxiliary loss on; the facade's DIEN, like DeepCTR-Torch's, has it off. DIFM has 4
-    heads, as in DeepCTR-Torch 0.2.9."""
+    """DIEN's config turns the auxiliary loss on and keeps PyTorch's init; the facade's DIEN, like DeepCTR-Torch's,
+    has the loss off and DeepCTR-Torch's init. DIFM has 4 heads, as in DeepCTR-Torch 0.2.9."""
     from dist_ctr.models.dien import DIENConfig
 
     assert DIENConfig.use_negsampling is True
     assert inspect.signature(cm.DIEN).parameters["use_negsampling"].default is False
+    assert DIENConfig.deepctr_init is False
+    assert inspect.signature(cm.DIEN).parameters["deepctr_init"].default is True
     assert inspect.signature(cm.DIFM).parameters["att_head_num"].default == 4
 
 

@@ -202,6 +202,24 @@ def test_dien_aux_loss_is_scaled_by_alpha_recorded_only_in_training_and_optional
     assert "dien_aux" not in off.pop_losses()
 
 
+@pytest.mark.parametrize("gru_type", ["GRU", "AUGRU"])
+def test_dien_deepctr_init_draws_gru_and_attention_weights_as_deepctr_torch(gru_type):
+    """``deepctr_init``: every weight matrix of both GRUs ~ N(0, init_std), the attention MLP ~ N(0, 1e-4); biases
+    keep PyTorch's init. Off, the GRU weights keep PyTorch's U(+-1/sqrt(H))."""
+    d = _tiny()
+    on = _model("DIEN-AUGRU", d.schema, gru_type=gru_type, deepctr_init=True, init_std=1e-3)
+    off = _model("DIEN-AUGRU", d.schema, gru_type=gru_type)
+    grus = [(n, p) for m in (on.extractor.gru, on.evolving.gru) for n, p in m.named_parameters()]
+    weights = torch.cat([p.detach().flatten() for n, p in grus if "weight" in n])
+    assert weights.numel() > 100 and 0.7e-3 < float(weights.std()) < 1.3e-3  # host sync
+    biases = torch.cat([p.detach().flatten() for n, p in grus if "bias" in n])
+    assert float(biases.abs().max()) > 1e-2  # PyTorch's bias init, untouched  # host sync
+    att = [m.weight for m in on.evolving.attention.local_att.dnn.layers if isinstance(m, torch.nn.Linear)]
+    assert att and all(float(w.detach().std()) < 2e-4 for w in att)  # host sync
+    off_w = off.extractor.gru.weight_hh_l0.detach()
+    assert float(off_w.abs().max()) > 1e-2  # host sync
+
+
 def test_in_batch_negatives_are_drawn_from_valid_history_positions():
     d = _tiny()
     model = _model("DIEN-AUGRU", d.schema).train()

@@ -9,8 +9,8 @@ after ``init_std``, then ``task`` (or ``task_types`` / ``task_names`` when the c
 ``gpus``.
 
 Defaults come from the config dataclass (one source of truth), except where the engine's config deliberately
-differs from DeepCTR-Torch 0.2.9 (:data:`DEEPCTR_DEFAULTS`: DIEN's ``use_negsampling``); ``seed=1024``, ``task="binary"``,
-``device="cpu"``, ``gpus=None``, ``task_types=("binary", "binary")``, ``task_names=("ctr", "ctcvr")`` as in
+differs from DeepCTR-Torch 0.2.9 (:data:`DEEPCTR_DEFAULTS`: DIEN's ``use_negsampling`` and ``deepctr_init``);
+``seed=1024``, ``task="binary"``, ``device="cpu"``, ``gpus=None``, ``task_types=("binary", "binary")``, ``task_names=("ctr", "ctcvr")`` as in
 DeepCTR-Torch.
 
 >>> from dist_ctr.models.deepfm import DeepFMConfig
@@ -94,9 +94,10 @@ WRAPPER_DEFAULTS: dict[str, Any] = {
     "task_types": ("binary", "binary"),
     "task_names": ("ctr", "ctcvr"),
 }
-# DeepCTR-Torch 0.2.9's defaults where the engine's config deliberately differs: DIEN's config turns the
-# auxiliary loss on (RecBole's choice), DeepCTR-Torch's DIEN has it off, so a program moved over trains the same model.
-DEEPCTR_DEFAULTS: dict[str, dict[str, Any]] = {"DIEN": {"use_negsampling": False}}
+# DeepCTR-Torch 0.2.9's defaults where the engine's config deliberately differs, so a program moved over trains the
+# same model: DIEN's config turns the auxiliary loss on and keeps PyTorch's init for its GRUs and attention MLP
+# (RecBole's choices); DeepCTR-Torch's DIEN has the loss off and starts those weights at N(0, init_std) / N(0, 1e-4).
+DEEPCTR_DEFAULTS: dict[str, dict[str, Any]] = {"DIEN": {"use_negsampling": False, "deepctr_init": True}}
 # DeepCTR-Torch arguments that are required (no default) besides the column lists.
 REQUIRED = {"history_feature_list"}
 # Config fields that are layout choices of this library, never positional (DeepCTR has no such argument).
@@ -185,6 +186,7 @@ def model_spec(name: str, config_cls: type) -> ModelSpec:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else P.empty)  # type: ignore[misc]
+        default = DEEPCTR_DEFAULTS.get(name, {}).get(f.name, default)
         params.append(P(f.name, P.KEYWORD_ONLY, default=default))
     multitask = "task_types" in taken
     return ModelSpec(name, config_cls, inspect.Signature(params), tuple(columns), multitask, tuple(ignored))
