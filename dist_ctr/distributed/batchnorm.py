@@ -54,6 +54,11 @@ class GlobalBatchNorm(_BatchNorm):
     def _world_size(self) -> int:
         return dist.get_world_size(self.group) if dist.is_available() and dist.is_initialized() else 1
 
+    def spans_processes(self) -> bool:
+        """Whether the batch statistics are summed over more than one process (a layer that computes a batch
+        norm's statistics itself must then defer to this module's forward)."""
+        return self._world_size() > 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         use_batch_stats = self.training or not self.track_running_stats

@@ -21,6 +21,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = ["InteractingLayer", "LogTransformLayer", "SENETLayer"]
 
@@ -238,8 +239,9 @@ class LogTransformLayer(nn.Module):
     Adaptive-Order Feature Interactions", AAAI 2020): neuron ``n`` computes ``prod_f |e_f| ** w_fn`` per dim.
 
     ``y = BN_2(exp(BN_1(log max(|e|, 1e-7))^T W + b))`` with ``W (F, N)``, batch norms over the ``D`` channels.
-    In training mode (batch statistics) ``BN_2(exp(. W + b))`` runs as one fused autograd function; it updates
-    ``bn[1]``'s running statistics as ``BatchNorm1d`` does.
+    In training mode (batch statistics of this process) ``BN_2(exp(. W + b))`` runs as one fused autograd function;
+    it updates ``bn[1]``'s running statistics as ``BatchNorm1d`` does. A ``bn[1]`` whose statistics span processes
+    (the engine's global batch norm at world size > 1) runs its own forward.
 
     Args:
         field_size (int): ``F``.
@@ -262,7 +264,7 @@ class LogTransformLayer(nn.Module):
         x = torch.clamp(inputs.abs(), min=1e-7).transpose(1, 2)  # (B, D, F)
         y = self.bn[0](torch.log(x))  # (B, D, F)
         bn = self.bn[1]
-        if not (bn.training or bn.running_mean is None) or y.shape[0] * self.ltl_weights.shape[1] < 2:
+        if not _fusable(bn) or y.shape[0] * self.ltl_weights.shape[1] < 2:
             y = torch.exp(y @ self.ltl_weights + self.ltl_biases)  # (B, D, N)
             return bn(y).flatten(start_dim=1)  # (B, D * N)
         B, D = y.shape[0], y.shape[1]
@@ -272,6 +274,19 @@ class LogTransformLayer(nn.Module):
                                              bn.weight, bn.bias, bn.eps, D, self._scratch, reuse)
         _update_running_stats(bn, mean, var, B * self.ltl_weights.shape[1])
         return out  # (B, D * N)
+
+
+def _fusable(bn: nn.Module) -> bool:
+    """Whether ``bn`` normalises with this process's batch statistics and an affine map, so that
+    :class:`_ExpBatchNorm` computes what its forward would: training mode (or no running statistics), and not a
+    batch norm whose statistics span several processes (``spans_processes()``, as the engine's global batch norm
+    under data parallelism)."""
+    if not isinstance(bn, _BatchNorm) or not bn.affine:
+        return False
+    if not (bn.training or bn.running_mean is None):
+        return False
+    spans = getattr(bn, "spans_processes", None)
+    return not (callable(spans) and spans())
 
 
 def _update_running_stats(bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:

@@ -124,6 +124,30 @@ def test_log_transform_reused_buffers_keep_gradients_right():
         out.sum().backward()
 
 
+def test_log_transform_defers_to_a_batch_norm_whose_statistics_span_processes():
+    """A batch norm that sums its statistics over processes (``spans_processes()``, the engine's global batch norm
+    at world size > 1) runs its own forward; one that does not (world size 1) takes the fused path."""
+    calls = []
+
+    class Spanning(torch.nn.BatchNorm1d):
+        spans = True
+
+        def spans_processes(self) -> bool:
+            return self.spans
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(tuple(x.shape))
+            return super().forward(x)
+
+    layer = LogTransformLayer(5, 3, 4).train()
+    layer.bn[1] = Spanning(3)
+    layer(torch.randn(6, 5, 3))
+    assert calls == [(6, 3, 4)]
+    layer.bn[1].spans = False
+    layer(torch.randn(6, 5, 3))
+    assert calls == [(6, 3, 4)] and int(layer.bn[1].num_batches_tracked) == 2
+
+
 def test_exp_batch_norm_gradcheck():
     torch.manual_seed(0)
     x = torch.randn(6 * 3, 4, dtype=torch.float64, requires_grad=True)
