@@ -27,6 +27,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dist_ctr.layers.core import update_running_stats
+
 __all__ = ["GlobalBatchNorm", "convert_global_batchnorm"]
 
 
@@ -66,14 +68,6 @@ class GlobalBatchNorm(_BatchNorm):
             return super().forward(x)  # torch's batch norm: running stats, momentum and counter as usual
         return self._global(x)
 
-    def _momentum_factor(self) -> float:
-        """The running-average weight of this step (``momentum``, or ``1/steps`` when ``momentum`` is None)."""
-        if not (self.training and self.track_running_stats):
-            return 0.0
-        assert self.num_batches_tracked is not None
-        self.num_batches_tracked.add_(1)
-        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else float(self.momentum)
-
     def _global(self, x: torch.Tensor) -> torch.Tensor:
         from torch.distributed.nn.functional import all_reduce
 
@@ -94,13 +88,7 @@ class GlobalBatchNorm(_BatchNorm):
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        factor = self._momentum_factor()
-        if self.training and self.track_running_stats:
-            assert self.running_mean is not None and self.running_var is not None
-            with torch.no_grad():
-                self.running_mean.mul_(1 - factor).add_(mean.detach().to(self.running_mean.dtype), alpha=factor)
-                unbiased = var.detach() * count / (count - 1).clamp_min(1)
-                self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
+        update_running_stats(self, mean, var, count)
         return y.to(x.dtype)
 
 

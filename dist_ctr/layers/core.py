@@ -1,4 +1,5 @@
-"""Core blocks: activations by name, ``DNN`` (the MLP tower every model uses), ``PredictionLayer``.
+"""Core blocks: activations by name, ``DNN`` (the MLP tower every model uses), ``PredictionLayer``, and the
+running-statistics update of a batch norm whose statistics are computed outside its forward.
 
 Notation: ``B`` batch, ``N`` input width, ``H`` hidden width.
 
@@ -14,8 +15,9 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["DNN", "PredictionLayer", "activation_layer"]
+__all__ = ["DNN", "PredictionLayer", "activation_layer", "update_running_stats"]
 
 
 def activation_layer(name: str | Callable[[], nn.Module] | nn.Module, hidden_size: int | None = None) -> nn.Module:
@@ -133,3 +135,26 @@ class PredictionLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.bias if self.bias is not None else x
+
+
+def update_running_stats(bn: _BatchNorm, mean: torch.Tensor, var: torch.Tensor,
+                         count: float | torch.Tensor) -> None:
+    """A batch norm's running-statistics update from batch statistics computed outside its forward, as
+    ``torch.nn.BatchNorm`` does it in training mode: ``num_batches_tracked`` counts the step, the average weight is
+    ``momentum`` (``1 / steps`` when ``momentum`` is None), the running variance takes the unbiased estimate.
+
+    Args:
+        bn: the batch norm whose buffers are updated (nothing happens unless it is training and tracking).
+        mean, var (Tensor (C,)): the batch mean and biased variance per channel.
+        count (float | Tensor): values per channel behind them (a tensor keeps accelerators free of host syncs).
+    """
+    if not (bn.training and bn.track_running_stats) or bn.running_mean is None or bn.running_var is None:
+        return
+    assert bn.num_batches_tracked is not None
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else float(bn.momentum)
+        n = torch.as_tensor(count, dtype=var.dtype, device=var.device)
+        unbiased = var.detach() * n / (n - 1).clamp_min(1)
+        bn.running_mean.mul_(1.0 - factor).add_(mean.detach().to(bn.running_mean.dtype), alpha=factor)
+        bn.running_var.mul_(1.0 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)

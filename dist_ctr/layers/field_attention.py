@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dist_ctr.layers.core import update_running_stats
+
 __all__ = ["InteractingLayer", "LogTransformLayer", "SENETLayer"]
 
 
@@ -269,10 +271,10 @@ class LogTransformLayer(nn.Module):
             return bn(y).flatten(start_dim=1)  # (B, D * N)
         B, D = y.shape[0], y.shape[1]
         # the saved exp output reuses its buffer only when a backward will release it
-        reuse = torch.is_grad_enabled() and any(t.requires_grad for t in (y, self.ltl_weights, bn.weight))
+        reuse = torch.is_grad_enabled() and (y.requires_grad or any(p.requires_grad for p in self.parameters()))
         out, mean, var = _ExpBatchNorm.apply(y.reshape(B * D, -1), self.ltl_weights, self.ltl_biases.view(-1),
                                              bn.weight, bn.bias, bn.eps, D, self._scratch, reuse)
-        _update_running_stats(bn, mean, var, B * self.ltl_weights.shape[1])
+        update_running_stats(bn, mean, var, B * self.ltl_weights.shape[1])
         return out  # (B, D * N)
 
 
@@ -287,16 +289,3 @@ def _fusable(bn: nn.Module) -> bool:
         return False
     spans = getattr(bn, "spans_processes", None)
     return not (callable(spans) and spans())
-
-
-def _update_running_stats(bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
-    """``BatchNorm1d``'s running-statistics update in training mode from batch ``mean`` / biased ``var`` over ``n``
-    values per channel (the running variance takes the unbiased estimate)."""
-    if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
-        return
-    with torch.no_grad():
-        assert bn.num_batches_tracked is not None
-        bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-        bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
-        bn.running_var.mul_(1.0 - factor).add_(var * (n / max(n - 1, 1)), alpha=factor)
