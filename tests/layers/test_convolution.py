@@ -85,6 +85,62 @@ def test_conv_layer_follows_deepctr_k_schedule_and_ops():
     assert layer(x).shape == (2, 4, 3, 4)
 
 
+@pytest.mark.parametrize("in_channels,width,length", [(1, 6, 26), (4, 5, 13), (3, 2, 5), (2, 7, 3)])
+def test_banded_matrix_is_the_same_padding_convolution(in_channels, width, length):
+    """x M + bias on (C, F)-ordered rows equals the convolution, whatever the kernel's reach past the edges."""
+    torch.manual_seed(0)
+    conv = FieldConv2d(in_channels, 3, width)
+    x = torch.randn(5, in_channels, length, 4)
+    ref = conv(x)  # (5, 3, F, 4)
+    rows = x.permute(0, 3, 1, 2).reshape(5 * 4, in_channels * length)  # (B D, C_in F)
+    out = rows @ conv.banded(length) + conv.bias.repeat_interleave(length)  # (B D, C_out F)
+    torch.testing.assert_close(out.view(5, 4, 3, length).permute(0, 2, 3, 1), ref, rtol=1e-5, atol=1e-5)
+    band = conv.banded(length)
+    assert band.shape == (in_channels * length, 3 * length)
+    assert int((band != 0).sum()) <= 3 * in_channels * width * length  # taps only, zeros elsewhere
+
+
+def _conv_stack_reference(layer, x):
+    """The convolution path: conv -> tanh -> k-max pooling along the field axis, NCHW."""
+    out = x
+    for conv, pool in layer._stages():
+        out = torch.topk(torch.tanh(conv(out)), pool.k, dim=2).values
+    return out
+
+
+@pytest.mark.parametrize("fields,widths,filters", [(26, (6, 5), (4, 4)), (10, (3, 2, 2), (2, 3, 4))])
+def test_banded_conv_layer_matches_the_convolutions_values_and_gradients(fields, widths, filters):
+    torch.manual_seed(0)
+    layer = ConvLayer(fields, widths, filters)
+    assert layer.runs_banded
+    x = torch.randn(32, 1, fields, 8, requires_grad=True)
+    out = layer(x)
+    g = torch.randn_like(out)
+    params = [p for p in layer.parameters()]
+    grads = torch.autograd.grad(out, [x, *params], g)
+    x_ref = x.detach().clone().requires_grad_()
+    ref = _conv_stack_reference(layer, x_ref)
+    grads_ref = torch.autograd.grad(ref, [x_ref, *params], g)
+    assert out.shape == ref.shape == (32, filters[-1], layer.filed_shape, 8)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    layer64 = ConvLayer(7, (3, 2), (2, 2)).double()
+    assert layer64.runs_banded
+    x64 = torch.randn(3, 1, 7, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, *ps: layer64(x), (x64, *layer64.parameters()))
+
+
+def test_conv_layer_runs_wide_stacks_as_convolutions():
+    torch.manual_seed(0)
+    layer = ConvLayer(10, (6, 5), (64, 64))
+    assert not layer.runs_banded  # 64 * 64 * 8 * 8 entries in the second banded matrix
+    x = torch.randn(4, 1, 10, 3)
+    torch.testing.assert_close(layer(x), _conv_stack_reference(layer, x))
+    with pytest.raises(ValueError, match=r"expected inputs of shape \(B, 1, 10, D\)"):
+        layer(torch.randn(4, 1, 9, 3))
+
+
 def test_conv_bias_init_follows_the_source_library():
     """CCPM's convolutions keep torch's default bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as DeepCTR-Torch's
     Conv2dSame (it re-draws only the weight); FGCNN's start at 0 as Keras's Conv2D in DeepCTR."""
