@@ -109,6 +109,15 @@ class DNN(nn.Module):
         """Linear weight matrices (targets of ``l2_reg_dnn``)."""
         return [m.weight for m in self.layers if isinstance(m, nn.Linear)]
 
+    def split_first(self) -> tuple[nn.Linear, nn.Sequential]:
+        """The first ``Linear`` and the rest of the tower, for a layer that computes that ``Linear`` itself
+        (fused with its own output): ``rest(first(x))`` equals ``self(x)`` for ``x (B, N)``."""
+        if not len(self.layers):
+            raise ValueError("DNN.split_first: the tower has no layers (empty hidden_units)")
+        first = self.layers[0]
+        assert isinstance(first, nn.Linear)
+        return first, self.layers[1:]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.layers) and any(isinstance(m, nn.BatchNorm1d) for m in self.layers) and x.dim() > 2:
             lead = x.shape[:-1]

@@ -178,47 +178,73 @@ class _Scratch:
 
 
 class _ExpBatchNorm(torch.autograd.Function):
-    """``BN(exp(x W + b))`` with batch statistics per channel, forward and backward written out.
+    """``BN(exp(x W + b))`` with batch statistics per channel, optionally followed by a linear ``head``, forward
+    and backward written out.
 
     ``x (B C, K)`` holds ``B`` rows of ``C`` channels (row ``b C + c``); ``W (K, N)``, ``b (N,)``; the batch norm
     normalises channel ``c`` over its ``B N`` values (``BatchNorm1d(C)`` on ``(B, C, N)``, training mode) with
-    ``gamma, beta (C,)``. Returns ``(out (B, C N), mean (C,), var (C,))``, ``var`` biased; the statistics carry no
-    gradient. ``scratch`` holds the temporaries (squares in the forward, two products in the backward) and, with
-    ``reuse`` (a backward will run), the ``exp`` output saved for the backward.
+    ``gamma, beta (C,)``. Returns ``(out, mean (C,), var (C,))``, ``var`` biased; the statistics carry no
+    gradient. ``out`` is the normalised ``(B, C N)``, or with ``head_weight (H, C N)`` and ``head_bias (H,)`` the
+    head's ``(B, H)`` output ``normalised @ head_weight^T + head_bias`` (the first layer of the tower that reads
+    this layer). ``scratch`` holds the temporaries and, with ``reuse`` (a backward will run), the tensors saved for
+    the backward (the ``exp`` output; the normalised output under a head).
 
     The exponential is taken in place on the GEMM's output, the statistics are two-pass (mean, then the centred
-    squares), the normalised output is written over the centred values, and the backward reads only the saved
-    ``exp`` output: a handful of passes over the ``(B, C N)`` tensor instead of the separate ``add``, ``exp``,
-    batch-norm and ``exp``-backward kernels.
+    squares), and the backward reads only the saved ``exp`` output: a handful of passes over the ``(B, C N)``
+    tensor instead of the separate ``add``, ``exp``, batch-norm and ``exp``-backward kernels. Under a head, the
+    normalised output and its gradient (the head's input gradient) live in reused buffers too, and the gradient's
+    per-channel sums come from the head's ``(B, H)`` gradient.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor,
-                beta: torch.Tensor, eps: float, channels: int, scratch: _Scratch,
+                beta: torch.Tensor, head_weight: Optional[torch.Tensor], head_bias: Optional[torch.Tensor],
+                eps: float, channels: int, scratch: _Scratch,
                 reuse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ctx.reuse = reuse
         C, N = channels, weight.shape[1]
         B = x.shape[0] // C
-        y = scratch.take("exp", (B * C, N), x) if ctx.reuse else x.new_empty(B * C, N)
+        y = scratch.take("exp", (B * C, N), x) if reuse else x.new_empty(B * C, N)
         y = torch.addmm(bias, x, weight, out=y).exp_().view(B, C * N)  # (B, C N)
         mean = y.sum(0).view(C, N).sum(1) / (B * N)  # (C,)
-        centred = y - mean.repeat_interleave(N)  # (B, C N)
+        if head_weight is None:
+            centred = y - mean.repeat_interleave(N)  # (B, C N), becomes the output
+        else:
+            centred = scratch.take("normed", (B, C * N), y) if reuse else y.new_empty(B, C * N)
+            centred = torch.sub(y, mean.repeat_interleave(N), out=centred)  # (B, C N)
         squares = torch.mul(centred, centred, out=scratch.get("squares", (B, C * N), y))
         var = squares.sum(0).view(C, N).sum(1) / (B * N)  # (C,)
         rstd = torch.rsqrt(var + eps)
-        out = torch.addcmul(beta.repeat_interleave(N), centred, (gamma * rstd).repeat_interleave(N), out=centred)
-        ctx.save_for_backward(x, weight, y, mean, rstd, gamma)
+        normed = torch.addcmul(beta.repeat_interleave(N), centred, (gamma * rstd).repeat_interleave(N),
+                               out=centred)  # (B, C N)
+        if head_weight is None:
+            out = normed
+            ctx.save_for_backward(x, weight, y, mean, rstd, gamma)
+        else:
+            out = normed @ head_weight.t()  # (B, H)
+            out = out if head_bias is None else out.add_(head_bias)
+            ctx.save_for_backward(x, weight, y, mean, rstd, gamma, head_weight, normed)
+        ctx.head = head_weight is not None
         ctx.scratch = scratch
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _grad_mean: Any, _grad_var: Any) -> tuple[Optional[torch.Tensor], ...]:
-        x, weight, y, mean, rstd, gamma = ctx.saved_tensors
+        x, weight, y, mean, rstd, gamma = ctx.saved_tensors[:6]
         scratch: _Scratch = ctx.scratch
         C, N = gamma.shape[0], weight.shape[1]
         M = y.shape[0] * N  # values per channel
-        sum_g = grad.sum(0).view(C, N).sum(1)  # (C,) = d beta
+        g_head_w = g_head_b = None
+        if ctx.head:
+            head_weight, normed = ctx.saved_tensors[6:]
+            grad_sum = grad.sum(0)  # (H,)
+            g_head_w = grad.t() @ normed if ctx.needs_input_grad[5] else None  # (H, C N)
+            g_head_b = grad_sum if ctx.needs_input_grad[6] else None
+            sum_g = (grad_sum @ head_weight).view(C, N).sum(1)  # (C,) = d beta
+            grad = torch.mm(grad, head_weight, out=scratch.get("grad_normed", tuple(y.shape), y))  # (B, C N)
+        else:
+            sum_g = grad.sum(0).view(C, N).sum(1)  # (C,) = d beta
         gy = torch.mul(grad, y, out=scratch.get("grad_y", tuple(y.shape), y))  # (B, C N)
         d_gamma = rstd * (gy.sum(0).view(C, N).sum(1) - mean * sum_g)  # (C,) = sum grad * xhat
         scale = gamma * rstd
@@ -233,7 +259,8 @@ class _ExpBatchNorm(torch.autograd.Function):
         gb = dz.sum(0) if ctx.needs_input_grad[2] else None
         if ctx.reuse:
             scratch.release("exp")
-        return gx, gw, gb, d_gamma, sum_g, None, None, None, None
+            scratch.release("normed")
+        return gx, gw, gb, d_gamma, sum_g, g_head_w, g_head_b, None, None, None, None
 
 
 class LogTransformLayer(nn.Module):
@@ -250,7 +277,11 @@ class LogTransformLayer(nn.Module):
         embedding_size (int): ``D``.
         ltl_hidden_size (int): ``N``.
 
-    Call: ``forward(inputs: Tensor (B, F, D)) -> Tensor (B, D * N)``.
+    ``head``, the first ``Linear`` of the tower that reads the layer, joins the fused function: its ``(B, D N)``
+    input and that input's gradient then live in buffers reused between steps, so a step allocates neither.
+
+    Call: ``forward(inputs: Tensor (B, F, D), head: Linear (D N -> H) | None = None) -> Tensor (B, D * N)``, or
+    ``head``'s output ``Tensor (B, H)``.
     """
 
     def __init__(self, field_size: int, embedding_size: int, ltl_hidden_size: int) -> None:
@@ -261,21 +292,25 @@ class LogTransformLayer(nn.Module):
         nn.init.normal_(self.ltl_weights, mean=0.0, std=0.1)
         self._scratch = _Scratch()
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, head: Optional[nn.Linear] = None) -> torch.Tensor:
         _check_3d(inputs, "LogTransformLayer")
         x = torch.clamp(inputs.abs(), min=1e-7).transpose(1, 2)  # (B, D, F)
         y = self.bn[0](torch.log(x))  # (B, D, F)
         bn = self.bn[1]
         if not _fusable(bn) or y.shape[0] * self.ltl_weights.shape[1] < 2:
             y = torch.exp(y @ self.ltl_weights + self.ltl_biases)  # (B, D, N)
-            return bn(y).flatten(start_dim=1)  # (B, D * N)
+            out = bn(y).flatten(start_dim=1)  # (B, D * N)
+            return out if head is None else head(out)  # (B, D * N) or (B, H)
         B, D = y.shape[0], y.shape[1]
-        # the saved exp output reuses its buffer only when a backward will release it
-        reuse = torch.is_grad_enabled() and (y.requires_grad or any(p.requires_grad for p in self.parameters()))
-        out, mean, var = _ExpBatchNorm.apply(y.reshape(B * D, -1), self.ltl_weights, self.ltl_biases.view(-1),
-                                             bn.weight, bn.bias, bn.eps, D, self._scratch, reuse)
+        params = [*self.parameters(), *(head.parameters() if head is not None else ())]
+        # the saved buffers are reused only when a backward will release them
+        reuse = torch.is_grad_enabled() and (y.requires_grad or any(p.requires_grad for p in params))
+        out, mean, var = _ExpBatchNorm.apply(
+            y.reshape(B * D, -1), self.ltl_weights, self.ltl_biases.view(-1), bn.weight, bn.bias,
+            None if head is None else head.weight, None if head is None else head.bias, bn.eps, D, self._scratch,
+            reuse)
         update_running_stats(bn, mean, var, B * self.ltl_weights.shape[1])
-        return out  # (B, D * N)
+        return out  # (B, D * N) or (B, H)
 
 
 def _fusable(bn: nn.Module) -> bool:

@@ -57,5 +57,6 @@ class AFN(FieldModel):
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         emb = self.embed(sparse, self.config.l2_reg_embedding)  # (B, F, D)
-        logit = self.afn_dnn_linear(self.afn_dnn(self.ltl(emb)))  # (B, T)
+        first, rest = self.afn_dnn.split_first()  # the tower's first Linear runs fused into the log layer
+        logit = self.afn_dnn_linear(rest(self.ltl(emb, head=first)))  # (B, T)
         return self.out(self.linear_logit(dense, sparse) + logit)  # (B, T)

@@ -106,6 +106,61 @@ def test_log_transform_fused_training_step_matches_the_plain_ops(dtype):
     torch.testing.assert_close(fused(e), _plain_log_transform(plain, e), **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("bias", [True, False])
+def test_log_transform_with_a_fused_head_matches_the_plain_ops(dtype, bias):
+    """``layer(e, head=linear)`` equals ``linear(layer(e))`` in values, every gradient (the head's too) and running
+    statistics, over two training steps; in eval mode too."""
+    torch.manual_seed(0)
+    fused = LogTransformLayer(7, 4, 5).to(dtype).train()
+    head = torch.nn.Linear(4 * 5, 3, bias=bias).to(dtype)
+    with torch.no_grad():
+        fused.ltl_biases.normal_(0, 0.5)
+        fused.bn[1].weight.uniform_(0.5, 1.5)
+        fused.bn[1].bias.normal_(0, 0.3)
+    plain, plain_head = copy.deepcopy(fused), copy.deepcopy(head)
+    tol = {} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 2e-5}
+    for step in range(2):
+        e = torch.randn(9, 7, 4, dtype=dtype) * (1.0 + step)
+        e1, e2 = e.clone().requires_grad_(), e.clone().requires_grad_()
+        g = torch.randn(9, 3, dtype=dtype)
+        out, ref = fused(e1, head=head), plain_head(_plain_log_transform(plain, e2))
+        assert out.shape == (9, 3)
+        torch.testing.assert_close(out, ref, **tol)
+        out.backward(g)
+        ref.backward(g)
+        torch.testing.assert_close(e1.grad, e2.grad, **tol)
+        for (name, p), q in zip([*fused.named_parameters(), *head.named_parameters()],
+                                [*plain.parameters(), *plain_head.parameters()]):
+            torch.testing.assert_close(p.grad, q.grad, **tol, msg=name)
+    for name, buf in fused.named_buffers():
+        torch.testing.assert_close(buf, dict(plain.named_buffers())[name], **tol, msg=name)
+    fused.eval()
+    plain.eval()
+    e = torch.randn(3, 7, 4, dtype=dtype)
+    torch.testing.assert_close(fused(e, head=head), plain_head(_plain_log_transform(plain, e)), **tol)
+
+
+def test_log_transform_with_a_head_reused_buffers_keep_gradients_right():
+    """Under a head the normalised output is a reused buffer too: two forwards before one backward keep the plain
+    gradients; a retained graph whose buffers a later step reused fails loudly."""
+    torch.manual_seed(0)
+    fused = LogTransformLayer(5, 3, 4).double().train()
+    head = torch.nn.Linear(12, 2).double()
+    plain, plain_head = copy.deepcopy(fused), copy.deepcopy(head)
+    e1, e2 = torch.randn(6, 5, 3, dtype=torch.float64), torch.randn(6, 5, 3, dtype=torch.float64)
+    (fused(e1, head=head).square().sum() + fused(e2, head=head).sum()).backward()
+    (plain_head(_plain_log_transform(plain, e1)).square().sum()
+     + plain_head(_plain_log_transform(plain, e2)).sum()).backward()
+    for p, q in zip([*fused.parameters(), *head.parameters()], [*plain.parameters(), *plain_head.parameters()]):
+        torch.testing.assert_close(p.grad, q.grad)
+    out = fused(e1, head=head)
+    out.sum().backward(retain_graph=True)
+    fused(e2, head=head).sum().backward()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
 def test_log_transform_reused_buffers_keep_gradients_right():
     """Two forwards before one backward (the saved exp output of the first is not reused by the second) give the
     plain ops' gradients; a retained graph whose saved buffer was reused by a later forward fails loudly."""
@@ -155,7 +210,12 @@ def test_exp_batch_norm_gradcheck():
     b = torch.randn(5, dtype=torch.float64, requires_grad=True)
     gamma = torch.rand(3, dtype=torch.float64).add(0.5).requires_grad_()
     beta = torch.randn(3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: _ExpBatchNorm.apply(*a, 1e-5, 3, _Scratch(), True)[0], (x, w, b, gamma, beta))
+    assert torch.autograd.gradcheck(lambda *a: _ExpBatchNorm.apply(*a, None, None, 1e-5, 3, _Scratch(), True)[0],
+                                    (x, w, b, gamma, beta))
+    head_w = torch.randn(2, 3 * 5, dtype=torch.float64, requires_grad=True)
+    head_b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: _ExpBatchNorm.apply(*a, 1e-5, 3, _Scratch(), True)[0],
+                                    (x, w, b, gamma, beta, head_w, head_b))
 
 
 @pytest.mark.parametrize(("b", "f", "d", "heads"), [(3, 5, 6, 2), (1, 2, 4, 4), (2, 2, 3, 1), (1, 4, 8, 8)])
