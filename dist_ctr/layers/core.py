@@ -146,6 +146,19 @@ class PredictionLayer(nn.Module):
         return x + self.bias if self.bias is not None else x
 
 
+def fusable_batch_norm(bn: nn.Module) -> bool:
+    """Whether ``bn`` normalises with this process's batch statistics and an affine map, so that a fused function
+    that computes the statistics itself (and then :func:`update_running_stats`) computes what its forward would:
+    training mode (or no running statistics), and not a batch norm whose statistics span several processes
+    (``spans_processes()``, as the engine's global batch norm under data parallelism)."""
+    if not isinstance(bn, _BatchNorm) or not bn.affine:
+        return False
+    if not (bn.training or bn.running_mean is None):
+        return False
+    spans = getattr(bn, "spans_processes", None)
+    return not (callable(spans) and spans())
+
+
 def update_running_stats(bn: _BatchNorm, mean: torch.Tensor, var: torch.Tensor,
                          count: float | torch.Tensor) -> None:
     """A batch norm's running-statistics update from batch statistics computed outside its forward, as

@@ -21,9 +21,8 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from dist_ctr.layers.core import update_running_stats
+from dist_ctr.layers.core import fusable_batch_norm, update_running_stats
 
 __all__ = ["InteractingLayer", "LogTransformLayer", "SENETLayer"]
 
@@ -297,7 +296,7 @@ class LogTransformLayer(nn.Module):
         x = torch.clamp(inputs.abs(), min=1e-7).transpose(1, 2)  # (B, D, F)
         y = self.bn[0](torch.log(x))  # (B, D, F)
         bn = self.bn[1]
-        if not _fusable(bn) or y.shape[0] * self.ltl_weights.shape[1] < 2:
+        if not fusable_batch_norm(bn) or y.shape[0] * self.ltl_weights.shape[1] < 2:
             y = torch.exp(y @ self.ltl_weights + self.ltl_biases)  # (B, D, N)
             out = bn(y).flatten(start_dim=1)  # (B, D * N)
             return out if head is None else head(out)  # (B, D * N) or (B, H)
@@ -311,16 +310,3 @@ class LogTransformLayer(nn.Module):
             reuse)
         update_running_stats(bn, mean, var, B * self.ltl_weights.shape[1])
         return out  # (B, D * N) or (B, H)
-
-
-def _fusable(bn: nn.Module) -> bool:
-    """Whether ``bn`` normalises with this process's batch statistics and an affine map, so that
-    :class:`_ExpBatchNorm` computes what its forward would: training mode (or no running statistics), and not a
-    batch norm whose statistics span several processes (``spans_processes()``, as the engine's global batch norm
-    under data parallelism)."""
-    if not isinstance(bn, _BatchNorm) or not bn.affine:
-        return False
-    if not (bn.training or bn.running_mean is None):
-        return False
-    spans = getattr(bn, "spans_processes", None)
-    return not (callable(spans) and spans())
