@@ -293,14 +293,15 @@ class LogTransformLayer(nn.Module):
 
     def forward(self, inputs: torch.Tensor, head: Optional[nn.Linear] = None) -> torch.Tensor:
         _check_3d(inputs, "LogTransformLayer")
-        x = torch.clamp(inputs.abs(), min=1e-7).transpose(1, 2)  # (B, D, F)
-        y = self.bn[0](torch.log(x))  # (B, D, F)
+        B, Fn, D = inputs.shape
+        x = torch.log(torch.clamp(inputs.abs(), min=1e-7))  # (B, F, D)
+        # channels last: the same per-channel statistics over B F values as on (B, D, F), a contiguous batch norm
+        y = self.bn[0](x.reshape(B * Fn, D)).view(B, Fn, D).transpose(1, 2)  # (B, D, F)
         bn = self.bn[1]
         if not fusable_batch_norm(bn) or y.shape[0] * self.ltl_weights.shape[1] < 2:
             y = torch.exp(y @ self.ltl_weights + self.ltl_biases)  # (B, D, N)
             out = bn(y).flatten(start_dim=1)  # (B, D * N)
             return out if head is None else head(out)  # (B, D * N) or (B, H)
-        B, D = y.shape[0], y.shape[1]
         params = [*self.parameters(), *(head.parameters() if head is not None else ())]
         # the saved buffers are reused only when a backward will release them
         reuse = torch.is_grad_enabled() and (y.requires_grad or any(p.requires_grad for p in params))
