@@ -126,8 +126,9 @@ class InterestEvolving(nn.Module):
         att_init_std (float | None): normal init std of the attention MLP; ``None`` keeps PyTorch's default.
 
     Call: ``forward(query: Tensor (B, 1, E), interest: Tensor (B, L, E), lengths: Tensor (B,)) -> Tensor (B, E)``;
-    ``forward_packed(query: Tensor (B, 1, E), interest: Tensor (P, E), packing: PackedRows) -> Tensor (B, E)`` the
-    same from packed positions. The attention MLP runs on the valid positions only when it is position-wise (no
+    ``forward_packed(query: Tensor (B, 1, E), interest: Tensor (P, E), packing: PackedRows, padded: Tensor (B, L, E)
+    | None = None) -> Tensor (B, E)`` the same from packed positions (``padded`` feeds an attention MLP with batch
+    statistics; default the unpacked ``interest``, zero at padded positions). The attention MLP runs on the valid positions only when it is position-wise (no
     batch norm, Dice or active dropout), otherwise on the padded batch.
     """
 
@@ -148,24 +149,31 @@ class InterestEvolving(nn.Module):
 
     def forward(self, query: torch.Tensor, interest: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         packing = PackedRows.build(lengths, interest.shape[1])  # host sync
-        return self.forward_packed(query, packing.pack(interest), packing)
+        return self.forward_packed(query, packing.pack(interest), packing, interest)
 
-    def forward_packed(self, query: torch.Tensor, interest: torch.Tensor, packing: PackedRows) -> torch.Tensor:
+    def forward_packed(self, query: torch.Tensor, interest: torch.Tensor, packing: PackedRows,
+                       padded: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.gru_type == "GRU":
             states = packing.unpack(packed_gru(self.gru, interest, packing))  # (B, L, E)
             return self.attention(query, states, packing.lengths).squeeze(1)  # (B, E)
-        scores = self.scores(query, interest, packing)  # (P,)
+        scores = self.scores(query, interest, packing, padded)  # (P,)
         if self.gru_type == "AIGRU":
             states = packed_gru(self.gru, interest * scores.unsqueeze(-1), packing)  # (P, E)
         else:
             states = self.gru.forward_packed(interest, packing, scores)  # (P, E)
         return packing.final(states)  # (B, E) at each row's length, zeros for length 0
 
-    def scores(self, query: torch.Tensor, interest: torch.Tensor, packing: PackedRows) -> torch.Tensor:
-        """The normalised attention scores of the valid positions: ``Tensor (B, 1, E), (P, E) -> Tensor (P,)``."""
+    def scores(self, query: torch.Tensor, interest: torch.Tensor, packing: PackedRows,
+               padded: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The normalised attention scores of the valid positions: ``Tensor (B, 1, E), (P, E) -> Tensor (P,)``.
+
+        A position-wise MLP runs on the ``P`` valid positions; otherwise (batch statistics) on the padded batch
+        ``padded: Tensor (B, L, E)`` (default: ``interest`` unpacked, zero at padded positions).
+        """
         if self.attention.positionwise:
             return self.attention.packed_scores(query, interest, packing.rows, packing.flat, packing.max_len)
-        scores = self.attention(query, packing.unpack(interest), packing.lengths)  # (B, 1, L)
+        keys = packing.unpack(interest) if padded is None else padded  # (B, L, E)
+        scores = self.attention(query, keys, packing.lengths)  # (B, 1, L)
         return packing.pack(scores.squeeze(1))  # (P,)
 
 
