@@ -324,8 +324,11 @@ class _GRUSteps(torch.autograd.Function):
         else:
             keep, cand = 1.0 - u_all, u_all
             dz = diff.mul(att).mul_(z_all).mul_(1.0 - z_all).neg_()  # (P, H) -a (n - h) z (1 - z)
-        g_all = grad_out.clone(memory_format=torch.contiguous_format)  # (P, H) dL/dh' of every step, the carries added in below
-        dg = grad_out.new_empty(P, GH + H)  # [r | (z) | h_n | n] gradients of the gate pre-activations
+        g_all = grad_out.clone(memory_format=torch.contiguous_format)  # (P, H) dL/dh', the carries added below
+        # gradients of the gate pre-activations [r | (z) | n | h_n]: the input gates' are the leading G H columns,
+        # the hidden gates' [r | (z) | h_n], so the state's gradient is one GEMM by weight_hh with a zero n block
+        dg = grad_out.new_empty(P, GH + H)
+        w_ext = torch.cat([weight_hh[:GH - H], weight_hh.new_zeros(H, H), weight_hh[GH - H:]])  # (G H + H, H)
         tanh_bwd, sig_bwd = torch.ops.aten.tanh_backward.grad_input, torch.ops.aten.sigmoid_backward.grad_input
         ends = list(itertools.accumulate(active))
         grad_h0 = None
@@ -334,29 +337,28 @@ class _GRUSteps(torch.autograd.Function):
             o = e - n
             g, d = g_all[o:e], dg[o:e]
             r = r_all[o:e]
-            d_n = tanh_bwd(g * cand[o:e], n_all[o:e], grad_input=d[:, GH:])  # (n, H)
-            torch.mul(d_n, r, out=d[:, GH - H:GH])
+            d_n = tanh_bwd(g * cand[o:e], n_all[o:e], grad_input=d[:, GH - H:GH])  # (n, H)
+            torch.mul(d_n, r, out=d[:, GH:])
             sig_bwd(d_n * gh[o:e, GH - H:], r, grad_input=d[:, :H])
             if dz is not None:
                 torch.mul(g, dz[o:e], out=d[:, H:2 * H])
             if t == 0 and not (ctx.has_h0 and ctx.needs_input_grad[2]):
                 break
-            dh = torch.addmm(g * keep[o:e], d[:, :GH], weight_hh)  # (n, H) dL/dh of the previous state
+            dh = torch.addmm(g * keep[o:e], d, w_ext)  # (n, H) dL/dh of the previous state
             if t == 0:
                 grad_h0 = dh
             else:
                 g_all[o - active[t - 1]:o - active[t - 1] + n].add_(dh)
         grad_gi = grad_att = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_gi = torch.cat([dg[:, :GH - H], dg[:, GH:]], dim=1)  # (P, G H)
+            grad_gi = dg[:, :GH]  # (P, G H), rows strided
         if ctx.needs_input_grad[1] and att is not None:
             da = diff if gru_type == "AGRU" else diff * (1.0 - z_all)  # (P, H) dh'/da
             grad_att = (g_all * da).sum(1, keepdim=True)  # (P, 1)
-        d_h = dg[:, :GH]  # (P, G H) gradients of the hidden gate pre-activations
         if ctx.needs_input_grad[3]:
-            grad_w = d_h.t().mm(hp)  # (G H, H)
+            grad_w = torch.cat([dg[:, :GH - H].t().mm(hp), dg[:, GH:].t().mm(hp)])  # (G H, H)
         if ctx.has_bias and ctx.needs_input_grad[4]:
-            grad_b = d_h.sum(0)  # (G H,)
+            grad_b = torch.cat([dg[:, :GH - H].sum(0), dg[:, GH:].sum(0)])  # (G H,)
         return grad_gi, grad_att, grad_h0, grad_w, grad_b, None, None
 
 
