@@ -82,7 +82,8 @@ class InterestExtractor(nn.Module):
 
     Call: ``forward(keys: Tensor (B, L, E), lengths: Tensor (B,)) -> Tensor (B, L, E)`` interest states, zero at
     padded positions; ``forward_packed(keys: Tensor (P, E), packing: PackedRows) -> Tensor (P, E)`` the same on
-    packed positions. ``aux_loss(interest, keys, neg_keys, lengths) -> Tensor ()`` (see the module docstring).
+    packed positions. ``aux_loss(interest, keys, neg_keys, lengths) -> Tensor ()`` (see the module docstring), and
+    ``aux_loss_packed`` the same from packed positions, with the MLP on the valid pairs only.
     """
 
     def __init__(self, embedding_dim: int, aux_hidden_units: tuple[int, ...] = (100, 50)) -> None:
@@ -113,6 +114,26 @@ class InterestExtractor(nn.Module):
         loss = (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
                 + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none"))  # (B, L-1)
         return (loss * pair).sum() / (2.0 * pair.sum()).clamp(min=1.0)
+
+    def aux_loss_packed(self, interest: torch.Tensor, keys: torch.Tensor, neg_keys: torch.Tensor,
+                        packing: PackedRows) -> torch.Tensor:
+        """:meth:`aux_loss` from packed positions (``interest``, ``keys``, ``neg_keys``: ``Tensor (P, E)``): the
+        MLP runs on the ``Q = P - active[0]`` valid pairs only. A packed position of step ``t + 1`` holds the next
+        behaviour of the position ``active[t]`` before it (the same sorted row at step ``t``)."""
+        active = packing.active
+        Q = packing.num_packed - (active[0] if active else 0)
+        if Q == 0:
+            return interest.sum() * 0.0
+        dev = interest.device
+        step_width = torch.tensor(active[:-1], device=dev)  # (T - 1,) rows of step t, a pair's offset back
+        nxt = torch.arange(active[0], packing.num_packed, device=dev)  # (Q,) positions of steps >= 1
+        cur = nxt - torch.repeat_interleave(step_width, torch.tensor(active[1:], device=dev), output_size=Q)  # (Q,)
+        h = interest.index_select(0, cur)  # (Q, E)
+        pos = self.aux_out(self.aux_dnn(torch.cat([h, keys.index_select(0, nxt)], dim=-1))).squeeze(-1)  # (Q,)
+        neg = self.aux_out(self.aux_dnn(torch.cat([h, neg_keys.index_select(0, nxt)], dim=-1))).squeeze(-1)  # (Q,)
+        loss = (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="sum")
+                + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="sum"))
+        return loss / (2.0 * Q)
 
 
 class InterestEvolving(nn.Module):
@@ -280,10 +301,11 @@ class DIEN(CTRModel):
         x = self.inputs(dense, sparse)
         self.add_embedding_l2(self.config.l2_reg_embedding, x.pooled, x.keys)
         packing = PackedRows.build(x.lengths, x.keys.shape[1])  # host sync
-        interest = self.extractor.forward_packed(packing.pack(x.keys), packing)  # (P, E)
+        keys = packing.pack(x.keys)  # (P, E)
+        interest = self.extractor.forward_packed(keys, packing)  # (P, E)
         if self.training and self.config.use_negsampling:
-            neg = self.negatives(x.keys, x.lengths, x.extra)
-            aux = self.extractor.aux_loss(packing.unpack(interest), x.keys, neg, x.lengths)
+            neg = packing.pack(self.negatives(x.keys, x.lengths, x.extra))  # (P, E)
+            aux = self.extractor.aux_loss_packed(interest, keys, neg, packing)
             self.add_loss("dien_aux", self.config.alpha * aux)
         hist = self.evolving.forward_packed(x.query, interest, packing)  # (B, E)
         z = torch.cat([x.dense, x.pooled, hist], dim=1)  # (B, N)

@@ -12,6 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.models import CTRModel, build_model
+from dist_ctr.layers.rnn import PackedRows
 from dist_ctr.layers.sequence import sequence_mask
 from dist_ctr.models.dien import InterestEvolving, InterestExtractor, last_valid
 from dist_ctr.schema import FeatureSchema
@@ -168,6 +169,29 @@ def test_aux_loss_masks_padding_and_matches_the_per_row_formula():
     n2 = torch.where(mask, neg, torch.randn_like(neg) * 100)
     torch.testing.assert_close(ext.aux_loss(ext(k2, n), k2, n2, n), aux)
     assert float(ext.aux_loss(interest, keys, neg, torch.tensor([1, 0, 1]))) == 0.0  # no pair: 0, not NaN
+
+
+def test_aux_loss_on_packed_pairs_equals_the_padded_aux_loss_with_gradients():
+    """``aux_loss_packed`` (the MLP on valid pairs only) equals ``aux_loss`` on the padded batch, float64, with the
+    gradients of interest, keys, negatives and every parameter; no pair at all gives 0."""
+    torch.manual_seed(0)
+    ext = InterestExtractor(3, (4,)).double()
+    for lengths in ([5, 2, 0, 1, 5, 3], [4], [1, 0]):
+        n, B = torch.tensor(lengths), len(lengths)
+        p = PackedRows.build(n, 5)
+        keys = torch.randn(B, 5, 3, dtype=torch.float64, requires_grad=True)
+        neg = torch.randn(B, 5, 3, dtype=torch.float64, requires_grad=True)
+        interest = ext(keys, n)
+        got = ext.aux_loss_packed(p.pack(interest), p.pack(keys), p.pack(neg), p)
+        want = ext.aux_loss(interest, keys, neg, n)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+        if max(lengths) < 2:
+            assert float(got) == 0.0
+            continue
+        params = [keys, neg, *ext.parameters()]
+        for a, b in zip(torch.autograd.grad(got, params, retain_graph=True),
+                        torch.autograd.grad(want, params)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
 
 
 def _reference_evolving(evo: InterestEvolving, query: torch.Tensor, interest: torch.Tensor,
