@@ -206,7 +206,7 @@ class PackedRows:
         inverse[order] = torch.arange(order.shape[0], device=dev)
         last = torch.zeros_like(order)  # (B,)
         if P:
-            last = offset.index_select(0, (lengths - 1).clamp(min=0)) + inverse  # (B,)
+            last = offset.index_select(0, (lengths - 1).clamp(0, L - 1)) + inverse  # (B,)
             last = torch.where(lengths > 0, last, torch.zeros_like(last))  # (B,)
         return cls(lengths, L, order, active, rows * L + step_of, sorted_row * L + step_of, rows, last)
 
@@ -254,12 +254,13 @@ class _GRUSteps(torch.autograd.Function):
     walks the steps in reverse with a handful of ops each (the gates' derivatives and one ``addmm`` for the state's
     gradient) and writes every step's gate gradients into one buffer; the weight, bias, input-gate and score
     gradients are then one GEMM / reduction over all ``P`` positions. Autograd over the step loop instead records
-    some 20 nodes per step, and the backward of every per-step slice zero-fills and adds a ``(P, G H)`` gradient.
+    some 20 nodes per step (and, in torch's packed ``nn.GRU``, the backward of every step's slice of the input gates
+    zero-fills and adds a whole ``(P, G H)`` gradient).
     """
 
     @staticmethod
-    def forward(ctx, gi: torch.Tensor, att: Optional[torch.Tensor], h0: Optional[torch.Tensor],  # type: ignore[override]
-                weight_hh: torch.Tensor, bias_hh: Optional[torch.Tensor], gru_type: str,
+    def forward(ctx, gi: torch.Tensor, att: Optional[torch.Tensor],  # type: ignore[override]
+                h0: Optional[torch.Tensor], weight_hh: torch.Tensor, bias_hh: Optional[torch.Tensor], gru_type: str,
                 active: list[int]) -> torch.Tensor:
         P, H = gi.shape[0], weight_hh.shape[1]
         G = _gate_blocks(gru_type)

@@ -149,8 +149,8 @@ class InterestEvolving(nn.Module):
     Call: ``forward(query: Tensor (B, 1, E), interest: Tensor (B, L, E), lengths: Tensor (B,)) -> Tensor (B, E)``;
     ``forward_packed(query: Tensor (B, 1, E), interest: Tensor (P, E), packing: PackedRows, padded: Tensor (B, L, E)
     | None = None) -> Tensor (B, E)`` the same from packed positions (``padded`` feeds an attention MLP with batch
-    statistics; default the unpacked ``interest``, zero at padded positions). The attention MLP runs on the valid positions only when it is position-wise (no
-    batch norm, Dice or active dropout), otherwise on the padded batch.
+    statistics; default the unpacked ``interest``, zero at padded positions). The attention MLP runs on the valid
+    positions only when it is position-wise (no batch norm, Dice or active dropout), otherwise on the padded batch.
     """
 
     def __init__(self, embedding_dim: int, gru_type: str = "GRU", att_hidden_units: tuple[int, ...] = (64, 16),
