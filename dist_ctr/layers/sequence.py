@@ -159,6 +159,42 @@ class LocalActivationUnit(nn.Module):
             h = rest(h)  # (B, L, H_k)
         return self.dense(h)  # (B, L, 1)
 
+    @property
+    def positionwise(self) -> bool:
+        """Whether a position's score depends on that position alone: no batch statistics (batch norm, Dice) and
+        no random dropout in the MLP, so :meth:`pair_scores` over some positions equals :meth:`forward` there."""
+        for m in self.dnn.layers:
+            if isinstance(m, nn.Dropout):
+                if self.training and m.p > 0:
+                    return False
+            elif isinstance(m, nn.BatchNorm1d) or not isinstance(m, POSITIONWISE_MODULES):
+                return False
+        return True
+
+    def pair_scores(self, query: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Raw scores of some (row, key) pairs only, e.g. the valid positions of padded rows.
+
+        ``query: Tensor (B, 1, E)``, ``keys: Tensor (P, E)``, ``rows: Tensor (P,)`` (the row of each key)
+        -> ``Tensor (P,)``: :meth:`forward`'s scores of those pairs (needs :attr:`positionwise`).
+        """
+        if not self.positionwise:
+            raise ValueError("LocalActivationUnit.pair_scores needs an MLP without batch statistics or dropout")
+        B = query.shape[0]
+        q = query.reshape(B, self.embedding_dim)  # (B, E)
+        q_rows = q.index_select(0, rows)  # (P, E)
+        layers = self.dnn.layers
+        if not len(layers):
+            return self.dense(torch.cat([q_rows, keys, q_rows - keys, q_rows * keys], dim=-1)).squeeze(-1)  # (P,)
+        first = layers[0]
+        w_q, w_k, w_d, w_p = first.weight.split(self.embedding_dim, dim=1)  # (H, E) each
+        h = (F.linear(q, w_q + w_d, first.bias).index_select(0, rows)  # (P, H)
+             + F.linear(keys, w_k - w_d) + F.linear(q_rows * keys, w_p))  # (P, H)
+        return self.dense(layers[1:](h)).squeeze(-1)  # (P,)
+
+
+POSITIONWISE_MODULES = (nn.Linear, nn.Dropout, nn.Identity, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.PReLU, nn.LeakyReLU,
+                        nn.GELU, nn.SiLU)
+
 
 class AttentionSequencePoolingLayer(nn.Module):
     """DIN's target attention: history positions weighted by their :class:`LocalActivationUnit` score.
@@ -198,3 +234,23 @@ class AttentionSequencePoolingLayer(nn.Module):
         if self.return_score:
             return scores
         return torch.bmm(scores, keys * mask.transpose(1, 2).to(keys.dtype))  # (B, 1, E)
+
+    @property
+    def positionwise(self) -> bool:
+        """Whether :meth:`packed_scores` applies (see :attr:`LocalActivationUnit.positionwise`)."""
+        return self.local_att.positionwise
+
+    def packed_scores(self, query: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor, flat: torch.Tensor,
+                      max_len: int) -> torch.Tensor:
+        """The scores of :meth:`forward` (``return_score``) at the valid positions only, with the keys given there.
+
+        ``query: Tensor (B, 1, E)``; ``keys: Tensor (P, E)`` the valid positions, ``rows: Tensor (P,)`` their row
+        ``b`` and ``flat: Tensor (P,)`` their place ``b * L + t`` in the padded ``(B * L)`` batch; ``max_len`` is
+        ``L`` -> ``Tensor (P,)``. The MLP runs on the ``P`` valid positions rather than all ``B * L``.
+        """
+        B, L = query.shape[0], int(max_len)
+        scores = self.local_att.pair_scores(query, keys, rows)  # (P,)
+        if not self.weight_normalization:
+            return scores
+        filled = scores.new_full((B * L,), torch.finfo(scores.dtype).min).index_copy(0, flat, scores)  # (B * L,)
+        return torch.softmax(filled.view(B, L), dim=-1).view(B * L).index_select(0, flat)  # (P,)

@@ -19,10 +19,10 @@ width, ``T`` tasks.
    (``att_weight_normalization``), and the final state is taken at each row's true length (zeros for length 0).
 4. ``logit = w^T DNN([dense, pooled, evolved interest]) + b``.
 
-Both GRUs loop over time steps only, never over the batch, and compute only the valid positions of each row:
-``torch.nn.GRU`` over a packed sequence (:func:`~dist_ctr.layers.rnn.packed_rnn`) or
-:class:`~dist_ctr.layers.rnn.DynamicGRU`, which sorts the rows by length. Each costs one host sync per call (the
-lengths).
+The model packs the valid history positions once per batch (:class:`~dist_ctr.layers.rnn.PackedRows`, one host
+sync for the lengths) and runs both GRUs, the target attention's MLP and the interest evolving on those ``P``
+positions only: the GRUs loop over time steps, never over the batch, each step over its running rows, with the
+whole recurrence's backward written by hand (:func:`~dist_ctr.layers.rnn.gru_steps`).
 
 >>> import torch
 >>> from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -48,7 +48,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.layers.core import DNN
-from dist_ctr.layers.rnn import DynamicGRU, packed_rnn
+from dist_ctr.layers.rnn import DynamicGRU, PackedRows, packed_gru
 from dist_ctr.layers.sequence import AttentionSequencePoolingLayer, sequence_mask
 from dist_ctr.models.heads import TaskOutput, dnn_tower
 from dist_ctr.models.base import CTRModel
@@ -81,7 +81,9 @@ class InterestExtractor(nn.Module):
             which clicked and negative inputs score the same in float32 at first).
 
     Call: ``forward(keys: Tensor (B, L, E), lengths: Tensor (B,)) -> Tensor (B, L, E)`` interest states, zero at
-    padded positions. ``aux_loss(interest, keys, neg_keys, lengths) -> Tensor ()`` (see the module docstring).
+    padded positions; ``forward_packed(keys: Tensor (P, E), packing: PackedRows) -> Tensor (P, E)`` the same on
+    packed positions. ``aux_loss(interest, keys, neg_keys, lengths) -> Tensor ()`` (see the module docstring), and
+    ``aux_loss_packed`` the same from packed positions, with the MLP on the valid pairs only.
     """
 
     def __init__(self, embedding_dim: int, aux_hidden_units: tuple[int, ...] = (100, 50)) -> None:
@@ -94,7 +96,11 @@ class InterestExtractor(nn.Module):
         self.aux_out = nn.Linear(self.aux_dnn.output_dim, 1)
 
     def forward(self, keys: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return packed_rnn(self.gru, keys, lengths)  # (B, L, E), zero at padded positions
+        packing = PackedRows.build(lengths, keys.shape[1])  # host sync
+        return packing.unpack(self.forward_packed(packing.pack(keys), packing))  # (B, L, E), zero at padding
+
+    def forward_packed(self, keys: torch.Tensor, packing: PackedRows) -> torch.Tensor:
+        return packed_gru(self.gru, keys, packing)  # (P, E)
 
     def aux_loss(self, interest: torch.Tensor, keys: torch.Tensor, neg_keys: torch.Tensor,
                  lengths: torch.Tensor) -> torch.Tensor:
@@ -109,6 +115,26 @@ class InterestExtractor(nn.Module):
                 + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none"))  # (B, L-1)
         return (loss * pair).sum() / (2.0 * pair.sum()).clamp(min=1.0)
 
+    def aux_loss_packed(self, interest: torch.Tensor, keys: torch.Tensor, neg_keys: torch.Tensor,
+                        packing: PackedRows) -> torch.Tensor:
+        """:meth:`aux_loss` from packed positions (``interest``, ``keys``, ``neg_keys``: ``Tensor (P, E)``): the
+        MLP runs on the ``Q = P - active[0]`` valid pairs only. A packed position of step ``t + 1`` holds the next
+        behaviour of the position ``active[t]`` before it (the same sorted row at step ``t``)."""
+        active = packing.active
+        Q = packing.num_packed - (active[0] if active else 0)
+        if Q == 0:
+            return interest.sum() * 0.0
+        dev = interest.device
+        step_width = torch.tensor(active[:-1], device=dev)  # (T - 1,) rows of step t, a pair's offset back
+        nxt = torch.arange(active[0], packing.num_packed, device=dev)  # (Q,) positions of steps >= 1
+        cur = nxt - torch.repeat_interleave(step_width, torch.tensor(active[1:], device=dev), output_size=Q)  # (Q,)
+        h = interest.index_select(0, cur)  # (Q, E)
+        pos = self.aux_out(self.aux_dnn(torch.cat([h, keys.index_select(0, nxt)], dim=-1))).squeeze(-1)  # (Q,)
+        neg = self.aux_out(self.aux_dnn(torch.cat([h, neg_keys.index_select(0, nxt)], dim=-1))).squeeze(-1)  # (Q,)
+        loss = (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="sum")
+                + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="sum"))
+        return loss / (2.0 * Q)
+
 
 class InterestEvolving(nn.Module):
     """DIEN's interest evolving layer.
@@ -120,7 +146,11 @@ class InterestEvolving(nn.Module):
             attention (:class:`~dist_ctr.layers.sequence.AttentionSequencePoolingLayer`).
         att_init_std (float | None): normal init std of the attention MLP; ``None`` keeps PyTorch's default.
 
-    Call: ``forward(query: Tensor (B, 1, E), interest: Tensor (B, L, E), lengths: Tensor (B,)) -> Tensor (B, E)``.
+    Call: ``forward(query: Tensor (B, 1, E), interest: Tensor (B, L, E), lengths: Tensor (B,)) -> Tensor (B, E)``;
+    ``forward_packed(query: Tensor (B, 1, E), interest: Tensor (P, E), packing: PackedRows, padded: Tensor (B, L, E)
+    | None = None) -> Tensor (B, E)`` the same from packed positions (``padded`` feeds an attention MLP with batch
+    statistics; default the unpacked ``interest``, zero at padded positions). The attention MLP runs on the valid
+    positions only when it is position-wise (no batch norm, Dice or active dropout), otherwise on the padded batch.
     """
 
     def __init__(self, embedding_dim: int, gru_type: str = "GRU", att_hidden_units: tuple[int, ...] = (64, 16),
@@ -139,15 +169,33 @@ class InterestEvolving(nn.Module):
             self.gru = DynamicGRU(embedding_dim, embedding_dim, gru_type=gru_type)
 
     def forward(self, query: torch.Tensor, interest: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packing = PackedRows.build(lengths, interest.shape[1])  # host sync
+        return self.forward_packed(query, packing.pack(interest), packing, interest)
+
+    def forward_packed(self, query: torch.Tensor, interest: torch.Tensor, packing: PackedRows,
+                       padded: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.gru_type == "GRU":
-            states = packed_rnn(self.gru, interest, lengths)  # (B, L, E)
-            return self.attention(query, states, lengths).squeeze(1)  # (B, E)
-        scores = self.attention(query, interest, lengths).squeeze(1)  # (B, L), 0 at padded positions
+            states = packing.unpack(packed_gru(self.gru, interest, packing))  # (B, L, E)
+            return self.attention(query, states, packing.lengths).squeeze(1)  # (B, E)
+        scores = self.scores(query, interest, packing, padded)  # (P,)
         if self.gru_type == "AIGRU":
-            states = packed_rnn(self.gru, interest * scores.unsqueeze(-1), lengths)  # (B, L, E)
-            return last_valid(states, lengths)
-        _, final = self.gru(interest, lengths, scores, return_outputs=False)  # (B, E) at each row's length
-        return final
+            states = packed_gru(self.gru, interest * scores.unsqueeze(-1), packing)  # (P, E)
+        else:
+            states = self.gru.forward_packed(interest, packing, scores)  # (P, E)
+        return packing.final(states)  # (B, E) at each row's length, zeros for length 0
+
+    def scores(self, query: torch.Tensor, interest: torch.Tensor, packing: PackedRows,
+               padded: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The normalised attention scores of the valid positions: ``Tensor (B, 1, E), (P, E) -> Tensor (P,)``.
+
+        A position-wise MLP runs on the ``P`` valid positions; otherwise (batch statistics) on the padded batch
+        ``padded: Tensor (B, L, E)`` (default: ``interest`` unpacked, zero at padded positions).
+        """
+        if self.attention.positionwise:
+            return self.attention.packed_scores(query, interest, packing.rows, packing.flat, packing.max_len)
+        keys = packing.unpack(interest) if padded is None else padded  # (B, L, E)
+        scores = self.attention(query, keys, packing.lengths)  # (B, 1, L)
+        return packing.pack(scores.squeeze(1))  # (P,)
 
 
 @dataclass(frozen=True)
@@ -252,11 +300,13 @@ class DIEN(CTRModel):
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         x = self.inputs(dense, sparse)
         self.add_embedding_l2(self.config.l2_reg_embedding, x.pooled, x.keys)
-        interest = self.extractor(x.keys, x.lengths)  # (B, L, E)
+        packing = PackedRows.build(x.lengths, x.keys.shape[1])  # host sync
+        keys = packing.pack(x.keys)  # (P, E)
+        interest = self.extractor.forward_packed(keys, packing)  # (P, E)
         if self.training and self.config.use_negsampling:
-            neg = self.negatives(x.keys, x.lengths, x.extra)
-            aux = self.extractor.aux_loss(interest, x.keys, neg, x.lengths)
+            neg = packing.pack(self.negatives(x.keys, x.lengths, x.extra))  # (P, E)
+            aux = self.extractor.aux_loss_packed(interest, keys, neg, packing)
             self.add_loss("dien_aux", self.config.alpha * aux)
-        hist = self.evolving(x.query, interest, x.lengths)  # (B, E)
+        hist = self.evolving.forward_packed(x.query, interest, packing)  # (B, E)
         z = torch.cat([x.dense, x.pooled, hist], dim=1)  # (B, N)
         return self.out(self.dnn_linear(self.dnn(z)))  # (B, T)

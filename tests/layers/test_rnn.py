@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dist_ctr.layers.rnn import AGRUCell, AUGRUCell, BiLSTM, DynamicGRU, gate_step, packed_rnn, reverse_padded
+from dist_ctr.layers.rnn import (AGRUCell, AUGRUCell, BiLSTM, DynamicGRU, PackedRows, gate_step, gru_steps, packed_gru,
+                                 packed_rnn, reverse_padded)
 
 N, H = 3, 5
 
@@ -322,3 +323,135 @@ def test_dynamic_gru_under_bf16_autocast_equals_the_reference_loop():
     assert torch.equal(out, ref_out) and torch.equal(final, ref_final)
     for g, r, leaf in zip(grads, ref_grads, leaves):
         assert g.dtype == leaf.dtype and torch.allclose(g, r, rtol=1e-2, atol=1e-2)
+
+
+# ---- the packed recurrence (hand-written backward) against autograd over a loop of cells ----------------------
+def _packed_case(gru_type: str, lengths: list[int], L: int, n_in: int, hid: int, dtype: torch.dtype, seed: int,
+                 with_h0: bool = True) -> tuple[DynamicGRU, PackedRows, list[torch.Tensor]]:
+    """A DynamicGRU, the packing of ``lengths`` and the leaves ``[gi, att, h0]`` (``h0`` omitted without it)."""
+    torch.manual_seed(seed)
+    gru = DynamicGRU(n_in, hid, gru_type=gru_type).to(dtype)
+    packing = PackedRows.build(torch.tensor(lengths), L)
+    P, G = packing.num_packed, 2 if gru_type == "AGRU" else 3
+    leaves = [torch.randn(P, G * hid, dtype=dtype, requires_grad=True),
+              torch.rand(P, dtype=dtype, requires_grad=True)]
+    if with_h0:
+        leaves.append(torch.randn(len(lengths), hid, dtype=dtype, requires_grad=True))
+    return gru, packing, leaves
+
+
+def _loop_of_cells(gru_type: str, gi: torch.Tensor, packing: PackedRows, weight_hh: torch.Tensor,
+                   bias_hh: torch.Tensor | None, att: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """The straightforward recurrence: :func:`gate_step` per step on the running rows, under autograd."""
+    active = packing.active
+    h = (gi.new_zeros(len(packing.order), weight_hh.shape[1]) if h0 is None else h0).index_select(0, packing.order)
+    outs, o = [], 0
+    for n in active:
+        h = gate_step(gru_type, gi[o:o + n], h[:n], weight_hh, bias_hh, att[o:o + n])
+        outs.append(h)
+        o += n
+    return torch.cat(outs) if outs else gi.new_zeros(0, weight_hh.shape[1])
+
+
+@pytest.mark.parametrize("with_h0", [False, True])
+@pytest.mark.parametrize("gru_type", ["GRU", "AGRU", "AUGRU"])
+def test_gru_steps_passes_gradcheck(gru_type, with_h0):
+    """float64 ``gradcheck`` of the hand-written backward (input gates, scores, ``h0``, ``weight_hh``, ``bias_hh``)
+    through the final states and every step's state, unsorted lengths with 0 and full rows, and a batch of one."""
+    for lengths, L in (([2, 4, 0, 1, 4], 4), ([3], 3), ([0, 0], 2)):
+        gru, packing, leaves = _packed_case(gru_type, lengths, L, 3, 4, torch.float64, seed=10, with_h0=with_h0)
+        cell = gru.cell
+        w_hh = cell.weight_hh.detach().clone().requires_grad_(True)
+        b_hh = cell.bias_hh.detach().clone().requires_grad_(True)
+        w_out = torch.randn(packing.num_packed, 4, dtype=torch.float64)
+
+        def f(gi, att, *rest):
+            h0 = rest[0] if with_h0 else None
+            w, b = rest[-2], rest[-1]
+            states = gru_steps(gru_type, gi, packing, w, b, att, h0)
+            return (states * w_out).sum() + packing.final(states, h0).square().sum()
+
+        torch.autograd.gradcheck(f, (*leaves, w_hh, b_hh))
+
+
+@pytest.mark.parametrize("gru_type", ["GRU", "AGRU", "AUGRU"])
+def test_gru_steps_float32_equals_the_loop_of_cells_on_a_realistic_batch(gru_type):
+    """B = 1024, L = 20, H = 32 in float32, lengths 0..L: the states bitwise those of the loop of cells, and every
+    gradient (input gates, scores, ``h0``, weights, bias) equal up to float32 rounding; also a batch of one."""
+    many = torch.randint(0, 21, (1024,), generator=torch.Generator().manual_seed(0)).tolist()
+    many[:2] = [0, 20]
+    for lengths in (many, [20], [7]):
+        gru, packing, leaves = _packed_case(gru_type, lengths, 20, 16, 32, torch.float32, seed=11)
+        gi, att, h0 = leaves
+        cell = gru.cell
+        params = [gi, h0, cell.weight_hh, cell.bias_hh] + ([att] if gru_type != "GRU" else [])
+        w_out = torch.randn(packing.num_packed, 32)
+        runs = []
+        for run in (gru_steps, _loop_of_cells):
+            states = run(gru_type, gi, packing, cell.weight_hh, cell.bias_hh, att, h0)
+            final = packing.final(states, h0)
+            loss = (states * w_out).sum() + final.square().sum()
+            runs.append((states, final, torch.autograd.grad(loss, params)))
+        (states, final, grads), (ref_states, ref_final, ref_grads) = runs
+        assert torch.equal(states, ref_states) and torch.equal(final, ref_final)
+        for g, r in zip(grads, ref_grads):
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+
+
+def test_gru_steps_under_autocast_and_without_bias_falls_back_or_runs_fused():
+    """Without gate biases the fused recurrence runs and matches the loop; under bf16 autocast the loop of cells
+    runs under autograd (its result and gradients equal the loop's)."""
+    gru, packing, (gi, att, h0) = _packed_case("AUGRU", [3, 0, 5, 2], 5, 3, 4, torch.float64, seed=12)
+    w = gru.cell.weight_hh
+    out = gru_steps("AUGRU", gi, packing, w, None, att, h0)
+    ref = _loop_of_cells("AUGRU", gi, packing, w, None, att, h0)
+    assert torch.equal(out, ref)
+    g = torch.autograd.grad(out.sum(), [gi, att, h0, w])
+    g_ref = torch.autograd.grad(ref.sum(), [gi, att, h0, w])
+    for a, b in zip(g, g_ref):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    gru32, packing, (gi, att, h0) = _packed_case("AUGRU", [3, 0, 5, 2], 5, 3, 4, torch.float32, seed=13)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = gru_steps("AUGRU", gi.bfloat16(), packing, gru32.cell.weight_hh, gru32.cell.bias_hh, att, h0)
+        ref = _loop_of_cells("AUGRU", gi.bfloat16(), packing, gru32.cell.weight_hh, gru32.cell.bias_hh, att, h0)
+    assert torch.equal(out, ref)
+
+
+def test_packed_rows_pack_unpack_and_final_states():
+    lengths = torch.tensor([2, 0, 3, 3, 1])
+    p = PackedRows.build(lengths, 4)
+    assert p.active == [4, 3, 2] and p.num_packed == 9
+    assert p.order.tolist() == [2, 3, 0, 4, 1]  # longest first, stable among equal lengths
+    x = torch.arange(5 * 4, dtype=torch.float32).view(5, 4, 1)
+    packed = p.pack(x)  # (P, 1), step-major
+    assert packed[:4, 0].tolist() == [8.0, 12.0, 0.0, 16.0]  # step 0 of rows 2, 3, 0, 4
+    mask = (torch.arange(4).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
+    assert torch.equal(p.unpack(packed), x * mask)
+    h0 = torch.full((5, 1), -1.0)
+    last = x[torch.arange(5), (lengths - 1).clamp(min=0)]  # (B, 1)
+    want = torch.where(lengths.unsqueeze(1) > 0, last, h0)
+    assert torch.equal(p.final(packed, h0), want)
+    assert torch.equal(p.final(packed)[1], torch.zeros(1))
+    empty = PackedRows.build(torch.zeros(3, dtype=torch.long), 4)
+    assert empty.active == [] and empty.num_packed == 0
+    assert torch.equal(empty.final(empty.pack(x[:3])), torch.zeros(3, 1))
+
+
+def test_packed_gru_equals_torch_gru_on_each_unpadded_row_with_gradients():
+    """``packed_gru`` with an ``nn.GRU``'s weights: the states of ``nn.GRU`` run on each row's valid prefix, and
+    the gradients of inputs and every weight of the padded run, float64."""
+    torch.manual_seed(14)
+    gru = nn.GRU(3, 4, batch_first=True).double()
+    lengths = torch.tensor([2, 5, 0, 5, 1])
+    x = torch.randn(5, 5, 3, dtype=torch.float64, requires_grad=True)
+    p = PackedRows.build(lengths, 5)
+    out = p.unpack(packed_gru(gru, p.pack(x), p))  # (B, L, H)
+    mask = (torch.arange(5).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1).double()
+    ref = gru(x)[0] * mask
+    assert torch.allclose(out, ref, atol=1e-12)
+    w = torch.randn(5, 5, 4, dtype=torch.float64)
+    params = [x, *gru.parameters()]
+    for a, b in zip(torch.autograd.grad((out * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):
+        assert torch.allclose(a, b, atol=1e-10)
+    with pytest.raises(ValueError, match="one-layer"):
+        packed_gru(nn.GRU(3, 4, num_layers=2, batch_first=True), p.pack(x), p)

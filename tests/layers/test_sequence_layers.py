@@ -223,3 +223,44 @@ def test_local_activation_unit_matches_the_concatenated_mlp_with_gradients(use_b
         assert torch.allclose(out, ref, atol=1e-12)
         for a, b in zip(g_out, g_ref):
             assert torch.allclose(a, b, atol=1e-10)
+
+
+@pytest.mark.parametrize("hidden,activation,normalise", [((6, 4), "relu", True), ((6,), "sigmoid", False),
+                                                          ((), "relu", True)])
+def test_packed_scores_equal_the_padded_scores_at_valid_positions_with_gradients(hidden, activation, normalise):
+    """``packed_scores`` runs the MLP on the valid positions only: the scores of ``forward(..., return_score)``
+    there (normalised over each row's valid positions or raw), float64, with the gradients of the query, the keys
+    and every parameter; rows of length 0 and a batch of one included."""
+    for lengths in ([3, 0, 5, 1], [5], [0, 0]):
+        torch.manual_seed(0)
+        att = AttentionSequencePoolingLayer(hidden, activation, weight_normalization=normalise, return_score=True,
+                                            embedding_dim=3, init_std=None).double()
+        B, L = len(lengths), 5
+        n = torch.tensor(lengths)
+        q = torch.randn(B, 1, 3, dtype=torch.float64, requires_grad=True)
+        k = torch.randn(B, L, 3, dtype=torch.float64, requires_grad=True)
+        valid = sequence_mask(n, L).reshape(B * L)  # (B L,)
+        flat = valid.nonzero().squeeze(1)  # (P,)
+        rows = flat // L
+        assert att.positionwise
+        got = att.packed_scores(q, k.reshape(B * L, 3).index_select(0, flat), rows, flat, L)  # (P,)
+        want = att(q, k, n).reshape(B * L).index_select(0, flat)  # (P,)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-14)
+        w = torch.randn(flat.shape[0], dtype=torch.float64)
+        params = [q, k, *att.parameters()]
+        for a, b in zip(torch.autograd.grad((got * w).sum(), params, allow_unused=True),
+                        torch.autograd.grad((want * w).sum(), params, allow_unused=True)):
+            if a is None or b is None:
+                assert a is None and b is None
+                continue
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_pair_scores_need_a_positionwise_mlp():
+    assert not LocalActivationUnit((4,), embedding_dim=3, activation="dice").positionwise
+    assert not LocalActivationUnit((4,), embedding_dim=3, activation="relu", use_bn=True).positionwise
+    dropped = LocalActivationUnit((4,), embedding_dim=3, activation="relu", dropout_rate=0.5)
+    assert not dropped.positionwise and dropped.eval().positionwise
+    with pytest.raises(ValueError, match="batch statistics"):
+        LocalActivationUnit((4,), embedding_dim=3, activation="dice").pair_scores(
+            torch.randn(1, 1, 3), torch.randn(2, 3), torch.zeros(2, dtype=torch.long))

@@ -12,7 +12,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dist_ctr.data.batch import CTRBatch
 from dist_ctr.models import CTRModel, build_model
-from dist_ctr.models.dien import InterestExtractor
+from dist_ctr.layers.rnn import PackedRows
+from dist_ctr.layers.sequence import sequence_mask
+from dist_ctr.models.dien import InterestEvolving, InterestExtractor, last_valid
 from dist_ctr.schema import FeatureSchema
 from dist_ctr.sparse import materialize
 from dist_ctr.train.task import CTRTask
@@ -167,6 +169,84 @@ def test_aux_loss_masks_padding_and_matches_the_per_row_formula():
     n2 = torch.where(mask, neg, torch.randn_like(neg) * 100)
     torch.testing.assert_close(ext.aux_loss(ext(k2, n), k2, n2, n), aux)
     assert float(ext.aux_loss(interest, keys, neg, torch.tensor([1, 0, 1]))) == 0.0  # no pair: 0, not NaN
+
+
+def test_aux_loss_on_packed_pairs_equals_the_padded_aux_loss_with_gradients():
+    """``aux_loss_packed`` (the MLP on valid pairs only) equals ``aux_loss`` on the padded batch, float64, with the
+    gradients of interest, keys, negatives and every parameter; no pair at all gives 0."""
+    torch.manual_seed(0)
+    ext = InterestExtractor(3, (4,)).double()
+    for lengths in ([5, 2, 0, 1, 5, 3], [4], [1, 0]):
+        n, B = torch.tensor(lengths), len(lengths)
+        p = PackedRows.build(n, 5)
+        keys = torch.randn(B, 5, 3, dtype=torch.float64, requires_grad=True)
+        neg = torch.randn(B, 5, 3, dtype=torch.float64, requires_grad=True)
+        interest = ext(keys, n)
+        got = ext.aux_loss_packed(p.pack(interest), p.pack(keys), p.pack(neg), p)
+        want = ext.aux_loss(interest, keys, neg, n)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+        if max(lengths) < 2:
+            assert float(got) == 0.0
+            continue
+        params = [keys, neg, *ext.parameters()]
+        for a, b in zip(torch.autograd.grad(got, params, retain_graph=True),
+                        torch.autograd.grad(want, params)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def _reference_evolving(evo: InterestEvolving, query: torch.Tensor, interest: torch.Tensor,
+                        lengths: torch.Tensor) -> torch.Tensor:
+    """DIEN's interest evolving computed the straightforward way: the attention MLP on every padded position, the
+    GRUs over the padded rows (masked), a loop of AGRU / AUGRU cells over all rows keeping finished rows' states."""
+    B, L, _ = interest.shape
+    mask = sequence_mask(lengths, L).unsqueeze(-1).to(interest.dtype)  # (B, L, 1)
+    if evo.gru_type == "GRU":
+        return evo.attention(query, evo.gru(interest)[0] * mask, lengths).squeeze(1)
+    scores = evo.attention(query, interest, lengths).squeeze(1)  # (B, L)
+    if evo.gru_type == "AIGRU":
+        return last_valid(evo.gru(interest * scores.unsqueeze(-1))[0] * mask, lengths)
+    h = interest.new_zeros(B, interest.shape[-1])
+    for t in range(L):
+        h = torch.where((t < lengths).unsqueeze(1), evo.gru.cell(interest[:, t], h, scores[:, t]), h)
+    return h
+
+
+@pytest.mark.parametrize("activation", ["relu", "dice"])
+@pytest.mark.parametrize("gru_type", ["GRU", "AIGRU", "AGRU", "AUGRU"])
+def test_interest_evolving_on_packed_positions_equals_the_padded_computation(gru_type, activation):
+    """The packed path (attention MLP on valid positions when it is position-wise, packed GRUs with a hand-written
+    backward) gives the padded computation's output and gradients (query, interest, every parameter), float64, with
+    rows of length 0 and full length, and a batch of one; Dice (batch statistics) takes the padded attention."""
+    for lengths in ([5, 0, 2, 5, 1, 3], [4]):
+        torch.manual_seed(0)
+        evo = InterestEvolving(4, gru_type, (8, 4), activation).double().train()
+        B, n = len(lengths), torch.tensor(lengths)
+        query = torch.randn(B, 1, 4, dtype=torch.float64, requires_grad=True)
+        interest = torch.randn(B, 5, 4, dtype=torch.float64, requires_grad=True)
+        params = [query, interest, *evo.parameters()]
+        out, ref = evo(query, interest, n), _reference_evolving(evo, query, interest, n)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+        w = torch.randn_like(out)
+        for a, b in zip(torch.autograd.grad((out * w).sum(), params, allow_unused=True),
+                        torch.autograd.grad((ref * w).sum(), params, allow_unused=True)):
+            if a is None or b is None:  # Dice's running statistics, or parameters a path does not use
+                assert (a is None or not a.abs().sum()) and (b is None or not b.abs().sum())
+                continue
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_interest_extractor_equals_torch_gru_over_the_padded_rows_with_gradients():
+    torch.manual_seed(0)
+    ext = InterestExtractor(4, (8,)).double()
+    n = torch.tensor([5, 0, 2, 5, 1])
+    keys = torch.randn(5, 5, 4, dtype=torch.float64, requires_grad=True)
+    out = ext(keys, n)
+    ref = ext.gru(keys)[0] * sequence_mask(n, 5).unsqueeze(-1).double()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    w = torch.randn_like(out)
+    params = [keys, *ext.gru.parameters()]
+    for a, b in zip(torch.autograd.grad((out * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("gru_type", ["GRU", "AIGRU", "AGRU", "AUGRU"])
