@@ -63,6 +63,18 @@ BOTH_SIDES = {"DIN": {"history_feature_list": SEQ_TARGETS},
 SET_BOTH: dict[str, Any] = {}  # ``--set KEY=VALUE``: applied to every model on both sides whose constructor takes KEY
 
 
+def fix_peer_onn_init(model: torch.nn.Module, init_std: float) -> int:
+    """Start the second table of every pair module (``Interac``) of DeepCTR-Torch's ONN at ``N(0, init_std)``, as
+    its first table and every field-aware vector of ours start; the peer leaves it at ``nn.Embedding``'s
+    ``N(0, 1)``. A diagnostic for the bench's ``--peer-onn-init``; returns the tables re-initialised."""
+    fixed = 0
+    for m in model.modules():
+        if type(m).__name__ == "Interac":
+            torch.nn.init.normal_(m.emb2.weight, mean=0.0, std=init_std)
+            fixed += 1
+    return fixed
+
+
 def both_sides(name: str, accepted: Any) -> dict[str, Any]:
     """``BOTH_SIDES[name]`` plus the ``SET_BOTH`` arguments whose key is in ``accepted``."""
     return {**BOTH_SIDES.get(name, {}), **{k: v for k, v in SET_BOTH.items() if k in accepted}}
@@ -302,8 +314,11 @@ class PeerRunner:
     shuffle=False)`` per chunk of rows; a step-post hook on its optimizer stamps every step."""
 
     def __init__(self, dc: types.ModuleType, name: str, cols: list[Any], lr: float, seed: int, batch: int,
-                 dnn_cols: Optional[list[Any]] = None) -> None:
+                 dnn_cols: Optional[list[Any]] = None,
+                 patch: Optional[Callable[[torch.nn.Module], Any]] = None) -> None:
         self.model = peer_model(dc, name, cols, seed, dnn_cols)
+        if patch is not None:
+            patch(self.model)
         opt = torch.optim.Adagrad(self.model.parameters(), lr=lr)
         self.stamps: list[float] = []
         opt.register_step_post_hook(lambda *_: self.stamps.append(time.perf_counter()))
