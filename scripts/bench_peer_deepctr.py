@@ -42,8 +42,8 @@ from dist_ctr.bench.breakdown import format_breakdown, format_top_ops
 from dist_ctr.bench.limit import limit_rate
 from dist_ctr.bench.timing import time_steps
 from dist_ctr.bench.facade import COMPAT, FacadeRunner
-from dist_ctr.bench.peer import (BOTH_SIDES, SET_BOTH, SPARSE_ONLY_DNN, OursRunner, PeerRunner, fix_peer_onn_init,
-                                 import_peer, our_config, peer_columns, peer_model, peer_x)
+from dist_ctr.bench.peer import (BOTH_SIDES, SET_BOTH, SPARSE_ONLY_DNN, OursRunner, PeerRunner, fix_peer_mlr_learners,
+                                 fix_peer_onn_init, import_peer, our_config, peer_columns, peer_model, peer_x)
 from dist_ctr.bench.peer_data import (SPARSE_NAMES, Data, SeqData, make_data, make_sequence_data, our_schema,
                                       seq_peer_columns, seq_schema, seq_to_batches, task_aucs, to_batches,
                                       vocabularies, with_conversions)
@@ -135,6 +135,9 @@ def run_pair(dc: types.ModuleType, name: str, ds: DataSet, cfg: dict[str, Any], 
             sides.append(("peer", PeerRunner(dc, name, cols, lr, seed, B,
                                              patch=lambda m: fix_peer_onn_init(m, init_std))))
             row["note"] = f"peer-onn-init: the peer's pair tables all start at N(0, {init_std})"
+        elif name == "MLR" and args.peer_mlr_learners:
+            sides.append(("peer", PeerRunner(dc, name, cols, lr, seed, B, patch=fix_peer_mlr_learners)))
+            row["note"] = "peer-mlr-learners: the peer's learners are its base linear models"
         else:
             sides.append(("peer", PeerRunner(dc, name, cols, lr, seed, B)))
     except Exception as e:  # noqa: BLE001 - report and go on
@@ -327,6 +330,9 @@ def main() -> None:
     ap.add_argument("--peer-onn-init", action="store_true",
                     help="diagnostic: start the second table of the peer ONN's pair modules at N(0, init_std) as "
                     "its first (the peer leaves it at N(0, 1)); rows are marked peer-onn-init")
+    ap.add_argument("--peer-mlr-learners", action="store_true",
+                    help="diagnostic: the peer MLR's learners read its base linear models (it reads its region "
+                    "models, so its base learners are never used); rows are marked peer-mlr-learners")
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--quick", action="store_true", help=f"smoke run: {','.join(QUICK_MODELS)}, 60k/20k rows")
     args = ap.parse_args()

@@ -75,6 +75,19 @@ def fix_peer_onn_init(model: torch.nn.Module, init_std: float) -> int:
     return fixed
 
 
+def fix_peer_mlr_learners(model: torch.nn.Module) -> None:
+    """Make DeepCTR-Torch's MLR score its learners with its base linear models (``base_linear_model``), as the MLR
+    paper and ours do; the peer's ``get_learner_score`` reads its region models, so its base learners are never
+    used. A diagnostic for the bench's ``--peer-mlr-learners``."""
+    base = model.base_linear_model  # type: ignore[attr-defined]
+
+    def learner_score(inputs: torch.Tensor, region_number: int) -> torch.Tensor:
+        logits = torch.cat([base[i](inputs) for i in range(region_number)], dim=-1)  # (B, regions)
+        return model.prediction_layer(logits)  # type: ignore[attr-defined, operator]
+
+    model.get_learner_score = learner_score  # type: ignore[method-assign, assignment]
+
+
 def both_sides(name: str, accepted: Any) -> dict[str, Any]:
     """``BOTH_SIDES[name]`` plus the ``SET_BOTH`` arguments whose key is in ``accepted``."""
     return {**BOTH_SIDES.get(name, {}), **{k: v for k, v in SET_BOTH.items() if k in accepted}}
